@@ -1,0 +1,333 @@
+//! The admin listener (`/metrics`, `/healthz`, `/status`, `/entry`, `POST /purge`) and the
+//! `PURGE` method of the proxy listener, which share one authorization and one purge path.
+//!
+//! Purge answers: 200 with `{"purged": true, "scope": "url"|"prefix"|"tags", "targets":
+//! [...], "soft": bool, "seq": N}`; 400 with `{"error": ...}` for a malformed request; 403
+//! when the source is neither in `purge.allow` nor holds `purge.token`.
+
+use crate::body::ProxyBody;
+use crate::config::Config;
+use crate::error::{json_response, ProxyError};
+use crate::key;
+use crate::phase::{CacheStatus, Phase};
+use crate::proxy::{normal_url, Shared};
+use crate::purge::{PurgeRequest, Target};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Whether `peer` (or its bearer token) may purge and inspect entries.
+pub fn authorized(cfg: &Config, headers: &HeaderMap, peer: SocketAddr) -> bool {
+    let ip = match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    if cfg.purge.allow.iter().any(|n| n.contains(&ip)) {
+        return true;
+    }
+    let Some(token) = &cfg.purge.token else {
+        return false;
+    };
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    use subtle::ConstantTimeEq;
+    given.trim().as_bytes().ct_eq(token.as_bytes()).into()
+}
+
+fn forbidden(shared: &Shared, peer: SocketAddr, what: &str) -> ProxyError {
+    shared.metrics.purges_refused.fetch_add(1, Relaxed);
+    tracing::warn!(peer = %peer, what, "purge refused: source not allowed and no valid token");
+    ProxyError::Forbidden(
+        "purging needs a source in purge.allow or `Authorization: Bearer <purge.token>`".into(),
+    )
+}
+
+fn bad(shared: &Shared, msg: impl Into<String>) -> ProxyError {
+    shared.metrics.purges_refused.fetch_add(1, Relaxed);
+    ProxyError::BadRequest(msg.into())
+}
+
+/// A prefix pattern (`/path` or `/path*`) in normal form.
+fn prefix_target(p: &str) -> Result<Target, String> {
+    let p = p.strip_suffix('*').unwrap_or(p);
+    if p.contains('*') || p.contains('?') {
+        return Err("a prefix purge takes one trailing '*' and no query: PURGE /prefix*".into());
+    }
+    key::normalize_path(p)
+        .map(Target::Prefix)
+        .map_err(|e| e.to_string())
+}
+
+fn url_target(cfg: &Config, url: &str) -> Result<Target, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("not a URL path: {url:?}"))?;
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Err("purge a path, not an absolute URL".into());
+    }
+    normal_url(cfg, &uri)
+        .map(|(u, _)| Target::Url(u.url))
+        .map_err(|e| e.to_string())
+}
+
+fn tag_targets(list: impl Iterator<Item = String>) -> Result<Vec<Target>, String> {
+    let tags: Vec<Target> = list
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .map(Target::Tag)
+        .collect();
+    if tags.is_empty() {
+        return Err("no tags given".into());
+    }
+    Ok(tags)
+}
+
+/// Applies a purge and answers it.
+async fn apply(
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    req: PurgeRequest,
+    peer: SocketAddr,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let scope = match req.targets.first() {
+        Some(Target::Url(_)) => "url",
+        Some(Target::Prefix(_)) => "prefix",
+        _ => "tags",
+    };
+    let targets: Vec<String> = req
+        .targets
+        .iter()
+        .map(|t| match t {
+            Target::Url(v) | Target::Prefix(v) | Target::Tag(v) => v.clone(),
+        })
+        .collect();
+    let soft = req.soft;
+    // An exact purge also deletes the plain variant at once, so the store itself (and
+    // `redis-cli`) no longer shows it; the purge record covers every other variant.
+    if let Some(Target::Url(u)) = req.targets.first() {
+        let path = u.split('?').next().unwrap_or(u);
+        let plain = cfg.rule_for(path).is_none_or(|r| r.key_headers.is_empty());
+        if plain && !soft {
+            let url = key::NormalUrl {
+                path: path.to_string(),
+                url: u.clone(),
+            };
+            let k = key::cache_key(&cfg.cache.namespace, url, &[], &HeaderMap::new());
+            let _ = shared.store.delete(&k.key).await;
+        }
+    }
+    let seq = shared
+        .purges
+        .purge(req)
+        .await
+        .map_err(|e| ProxyError::Store(e.to_string()))?;
+    shared.metrics.purges.fetch_add(1, Relaxed);
+    tracing::info!(peer = %peer, scope, ?targets, soft, seq, "purge");
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "purged": true, "scope": scope, "targets": targets, "soft": soft, "seq": seq }),
+    ))
+}
+
+/// `PURGE /path?query`, `PURGE /prefix*`, `PURGE /` + `Cache-Tag: a, b`; `Purge-Mode: soft`.
+pub async fn purge_method(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Config>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<(Response<ProxyBody>, CacheStatus), ProxyError> {
+    if !authorized(cfg, req.headers(), peer) {
+        return Err(forbidden(shared, peer, "PURGE"));
+    }
+    let soft = match req.headers().get("purge-mode").map(|v| v.to_str()) {
+        None => false,
+        Some(Ok(v)) if v.trim().eq_ignore_ascii_case("soft") => true,
+        Some(Ok(v)) if v.trim().eq_ignore_ascii_case("hard") => false,
+        Some(_) => return Err(bad(shared, "Purge-Mode must be `soft` or `hard`")),
+    };
+    let uri = req.uri();
+    let tags = req.headers().get("cache-tag");
+    let targets = if let Some(tags) = tags {
+        if uri.path() != "/" || uri.query().is_some() {
+            return Err(bad(
+                shared,
+                "a tag purge is `PURGE /` with a Cache-Tag header",
+            ));
+        }
+        let s = tags
+            .to_str()
+            .map_err(|_| bad(shared, "Cache-Tag is not text"))?;
+        tag_targets(s.split(',').map(str::to_string)).map_err(|e| bad(shared, e))?
+    } else if uri.path().contains('*') {
+        if uri.query().is_some() {
+            return Err(bad(shared, "a prefix purge takes no query"));
+        }
+        vec![prefix_target(uri.path()).map_err(|e| bad(shared, e))?]
+    } else {
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+        vec![url_target(cfg, pq).map_err(|e| bad(shared, e))?]
+    };
+    let resp = apply(shared, cfg, PurgeRequest { targets, soft }, peer).await?;
+    Ok((resp, CacheStatus::new(Phase::Purge)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeJson {
+    url: Option<String>,
+    prefix: Option<String>,
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    soft: bool,
+}
+
+/// Handles one admin request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let cfg = shared.live.get();
+    let r = match (req.method().clone(), req.uri().path()) {
+        (Method::GET, "/healthz") => Ok(healthz(&shared).await),
+        (Method::GET, "/metrics") => {
+            let mut r = Response::new(ProxyBody::full(shared.metrics.render()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(r)
+        }
+        (Method::GET, "/status") => Ok(crate::status::page(&shared, &cfg)),
+        (Method::GET, "/entry") => entry(&shared, &cfg, &req, peer).await,
+        (Method::POST, "/purge") => purge_json(&shared, &cfg, req, peer).await,
+        (_, "/healthz" | "/metrics" | "/status" | "/entry" | "/purge") => Err(
+            ProxyError::MethodNotAllowed("method not allowed here".into()),
+        ),
+        _ => Err(ProxyError::NotFound(
+            "admin endpoints: GET /metrics /healthz /status /entry?url=, POST /purge".into(),
+        )),
+    };
+    r.unwrap_or_else(|e| e.response())
+}
+
+async fn healthz(shared: &Shared) -> Response<ProxyBody> {
+    let store_ok = shared.store.purge_seq().await.is_ok();
+    let status = if store_ok { "ok" } else { "degraded" };
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "status": status, "store": shared.store.name(), "store_ok": store_ok }),
+    )
+}
+
+async fn purge_json(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Config>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if !authorized(cfg, req.headers(), peer) {
+        return Err(forbidden(shared, peer, "POST /purge"));
+    }
+    let body = http_body_util::Limited::new(req.into_body(), 64 << 10)
+        .collect()
+        .await
+        .map_err(|_| bad(shared, "body unreadable or larger than 64 KiB"))?
+        .to_bytes();
+    let j: PurgeJson = serde_json::from_slice(&body).map_err(|e| {
+        bad(
+            shared,
+            format!("malformed JSON ({e}); send {{\"url\": \"/...\"}}, {{\"prefix\": \"/...\"}} or {{\"tags\": [\"...\"]}}, with optional \"soft\": true"),
+        )
+    })?;
+    let targets = match (j.url, j.prefix, j.tags) {
+        (Some(u), None, None) => vec![url_target(cfg, &u).map_err(|e| bad(shared, e))?],
+        (None, Some(p), None) => vec![prefix_target(&p).map_err(|e| bad(shared, e))?],
+        (None, None, Some(t)) => tag_targets(t.into_iter()).map_err(|e| bad(shared, e))?,
+        _ => {
+            return Err(bad(
+                shared,
+                "give exactly one of \"url\", \"prefix\" or \"tags\"",
+            ))
+        }
+    };
+    apply(
+        shared,
+        cfg,
+        PurgeRequest {
+            targets,
+            soft: j.soft,
+        },
+        peer,
+    )
+    .await
+}
+
+/// `GET /entry?url=/path%3Fquery`: what the cache holds for that URL.
+async fn entry(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Config>,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if !authorized(cfg, req.headers(), peer) {
+        return Err(forbidden(shared, peer, "GET /entry"));
+    }
+    let url = req
+        .uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("url="))
+        .ok_or_else(|| ProxyError::BadRequest("give ?url=/path%3Fquery".into()))?;
+    let url = percent_encoding::percent_decode_str(url)
+        .decode_utf8()
+        .map_err(|_| ProxyError::BadRequest("url is not UTF-8".into()))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| ProxyError::BadRequest(format!("not a URL path: {url:?}")))?;
+    let (nurl, rule) = normal_url(cfg, &uri)?;
+    let k = key::cache_key(&cfg.cache.namespace, nurl, &[], req.headers());
+    let found = shared
+        .store
+        .get(&k.key)
+        .await
+        .map_err(|e| ProxyError::Store(e.to_string()))?;
+    let Some(e) = found else {
+        return Err(ProxyError::NotFound(format!("no entry for {}", k.url.url)));
+    };
+    let now = shared.clock.now_ms();
+    let verdict = shared.purges.table().verdict(&e);
+    let ttl = e.ttl_ms(now);
+    let status = match verdict {
+        crate::purge::Verdict::Gone => "purged",
+        crate::purge::Verdict::Stale => "soft-purged",
+        crate::purge::Verdict::Valid if ttl > 0 => "fresh",
+        crate::purge::Verdict::Valid => "stale",
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "key": k.key,
+            "url": e.url,
+            "rule": rule.map(|r| r.path.clone()),
+            "status": status,
+            "http_status": e.status.as_u16(),
+            "size": e.body.len(),
+            "age_s": e.age_ms(now) / 1000,
+            "ttl_s": ttl.div_euclid(1000),
+            "stale_while_revalidate_s": e.swr_ms / 1000,
+            "stale_if_error_s": e.sie_ms / 1000,
+            "tags": e.tags,
+            "found_in": shared.store.name(),
+        }),
+    ))
+}

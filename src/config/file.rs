@@ -1,0 +1,109 @@
+//! The raw shape of `config.toml`, exactly as serde reads it.
+//!
+//! Every table denies unknown keys, so a typo is an error with a line number instead of a
+//! silently ignored setting. Values that need checking (durations, sizes, addresses, globs,
+//! CIDRs) are kept as [`Spanned`] strings here so that [`super::validate`] can point at the
+//! offending line when it rejects them.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S = Spanned<String>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub server: FileServer,
+    pub log: FileLog,
+    pub upstream: FileUpstream,
+    pub store: FileStore,
+    pub cache: FileCache,
+    pub warm: FileWarm,
+    pub purge: FilePurge,
+    pub rules: Vec<FileRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileServer {
+    pub listen: Option<S>,
+    pub admin_listen: Option<S>,
+    pub header_read_timeout: Option<S>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_url_length: Option<Spanned<i64>>,
+    pub max_header_size: Option<S>,
+    pub idle_timeout: Option<S>,
+    pub shutdown_timeout: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileLog {
+    pub format: Option<S>,
+    pub level: Option<S>,
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileUpstream {
+    pub url: Option<S>,
+    pub timeout: Option<S>,
+    pub connect_timeout: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileStore {
+    pub kind: Option<S>,
+    pub url: Option<S>,
+    pub nodes: Option<Vec<S>>,
+    pub memory_limit: Option<S>,
+    pub l1: Option<S>,
+    pub max_object_size: Option<S>,
+    pub timeout: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileCache {
+    pub namespace: Option<S>,
+    pub ignore_params: Option<Vec<S>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileWarm {
+    pub urls: Vec<S>,
+    pub every: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilePurge {
+    pub allow: Option<Vec<S>>,
+    pub token: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRule {
+    pub path: S,
+    pub ttl: Option<S>,
+    pub stale_while_revalidate: Option<S>,
+    pub stale_if_error: Option<S>,
+    #[serde(default)]
+    pub override_origin: bool,
+    #[serde(default)]
+    pub ignore_params: Vec<S>,
+    #[serde(default)]
+    pub key_headers: Vec<S>,
+    #[serde(default)]
+    pub tags: Vec<S>,
+    #[serde(default = "yes")]
+    pub cache: bool,
+}
+
+fn yes() -> bool {
+    true
+}

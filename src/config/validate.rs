@@ -1,0 +1,522 @@
+//! [`FileConfig`] → [`Config`]: every value checked, every problem reported with its line.
+
+use super::file::{FileConfig, FileRule, S};
+use super::*;
+use std::ops::Range;
+
+/// Turns byte offsets into 1-based line and column numbers.
+struct Locator<'a> {
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn at(&self, span: Option<Range<usize>>, message: String) -> Problem {
+        let (line, column) = match span {
+            Some(r) => {
+                let upto = &self.text[..r.start.min(self.text.len())];
+                let line = upto.matches('\n').count() + 1;
+                let column = upto.len() - upto.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+                (line, column)
+            }
+            None => (1, 1),
+        };
+        Problem {
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+/// Collects problems while validating, so that one run reports all of them.
+struct Checker<'a> {
+    loc: Locator<'a>,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn bad(&mut self, s: &S, key: &str, why: impl std::fmt::Display) {
+        let p = self.loc.at(
+            Some(s.span()),
+            format!("{key}: {why} (got {:?})", s.get_ref()),
+        );
+        self.problems.push(p);
+    }
+
+    fn duration(&mut self, v: &Option<S>, key: &str, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => parse_duration(s.get_ref()).unwrap_or_else(|e| {
+                self.bad(s, key, e);
+                default
+            }),
+        }
+    }
+
+    fn size(&mut self, v: &Option<S>, key: &str, default: u64) -> u64 {
+        match v {
+            None => default,
+            Some(s) => parse_size(s.get_ref()).unwrap_or_else(|e| {
+                self.bad(s, key, e);
+                default
+            }),
+        }
+    }
+
+    fn addr(&mut self, v: &Option<S>, key: &str, default: &str) -> Option<SocketAddr> {
+        let Some(s) = v else {
+            return default.parse().ok();
+        };
+        match s.get_ref().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.bad(s, key, "expected an address like \"127.0.0.1:8080\"");
+                None
+            }
+        }
+    }
+
+    fn globs(&mut self, v: &[S], key: &str) -> Vec<Glob> {
+        v.iter()
+            .filter_map(|s| match Glob::new(s.get_ref()) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    self.bad(s, key, e);
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn one_of(&mut self, v: &Option<S>, key: &str, allowed: &[&str], default: &str) -> String {
+        match v {
+            None => default.to_string(),
+            Some(s) if allowed.contains(&s.get_ref().as_str()) => s.get_ref().clone(),
+            Some(s) => {
+                self.bad(s, key, format!("expected one of {allowed:?}"));
+                default.to_string()
+            }
+        }
+    }
+}
+
+/// Parses a duration: `"250ms"`, `"90s"`, `"1h"`, `"2d"`, `"1h 30m"`; `"0"` is zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("bad duration ({e}); write it like \"250ms\", \"90s\", \"1h\", \"2d\"")
+    })
+}
+
+/// Parses a size: `"64MiB"`, `"8MB"`, `"512KiB"`, `"1GiB"`, `"1024"` (bytes); `"0"` is zero.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim();
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "bad size unit {unit:?}; write it like \"64MiB\", \"512KiB\", \"1GiB\""
+            ))
+        }
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| "bad size; write it like \"64MiB\", \"512KiB\", \"1GiB\"".to_string())?;
+    let bytes = n * mult as f64;
+    if !(0.0..=(u64::MAX / 2) as f64).contains(&bytes) {
+        return Err("size out of range".into());
+    }
+    Ok(bytes as u64)
+}
+
+pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let loc = Locator { text };
+    let file: FileConfig = toml::from_str(text).map_err(|e| {
+        let msg = e.message().trim().to_string();
+        vec![loc.at(e.span(), msg)]
+    })?;
+    let mut c = Checker {
+        loc,
+        problems: Vec::new(),
+    };
+
+    let s = &file.server;
+    let listen = c.addr(&s.listen, "server.listen", "127.0.0.1:8080");
+    let admin_listen = match &s.admin_listen {
+        Some(v) if v.get_ref().is_empty() => None,
+        v => c.addr(v, "server.admin_listen", "127.0.0.1:9091"),
+    };
+    let max_connections = match &s.max_connections {
+        None => 10_000,
+        Some(v) if *v.get_ref() >= 1 => *v.get_ref() as usize,
+        Some(v) => {
+            let p = c.loc.at(
+                Some(v.span()),
+                "server.max_connections: must be at least 1".into(),
+            );
+            c.problems.push(p);
+            10_000
+        }
+    };
+    let max_url_length = match &s.max_url_length {
+        None => 8192,
+        Some(v) if *v.get_ref() >= 64 => *v.get_ref() as usize,
+        Some(v) => {
+            let p = c.loc.at(
+                Some(v.span()),
+                "server.max_url_length: must be at least 64".into(),
+            );
+            c.problems.push(p);
+            8192
+        }
+    };
+    let server = ServerConfig {
+        listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        admin_listen,
+        header_read_timeout: c.duration(
+            &s.header_read_timeout,
+            "server.header_read_timeout",
+            Duration::from_secs(10),
+        ),
+        max_connections,
+        max_url_length,
+        max_header_size: c.size(&s.max_header_size, "server.max_header_size", 64 << 10) as usize,
+        idle_timeout: c.duration(
+            &s.idle_timeout,
+            "server.idle_timeout",
+            Duration::from_secs(60),
+        ),
+        shutdown_timeout: c.duration(
+            &s.shutdown_timeout,
+            "server.shutdown_timeout",
+            Duration::from_secs(30),
+        ),
+    };
+
+    let format = c.one_of(&file.log.format, "log.format", &["text", "json"], "text");
+    let level = c.one_of(
+        &file.log.level,
+        "log.level",
+        &["trace", "debug", "info", "warn", "error"],
+        "info",
+    );
+    let log = LogConfig {
+        format: if format == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        },
+        level,
+        access_log: file.log.access_log.unwrap_or(false),
+    };
+
+    let u = &file.upstream;
+    let default_authority = http::uri::Authority::from_static("127.0.0.1:9000");
+    let authority = match &u.url {
+        None => default_authority,
+        Some(s) => match s.get_ref().parse::<http::Uri>() {
+            Ok(uri)
+                if uri.scheme_str() == Some("http")
+                    && matches!(uri.path(), "" | "/")
+                    && uri.query().is_none() =>
+            {
+                uri.authority().cloned().unwrap_or(default_authority)
+            }
+            _ => {
+                c.bad(
+                    s,
+                    "upstream.url",
+                    "expected \"http://host:port\" with no path (https upstreams are not supported)",
+                );
+                default_authority
+            }
+        },
+    };
+    let upstream = UpstreamConfig {
+        base: format!("http://{authority}"),
+        authority,
+        timeout: c.duration(&u.timeout, "upstream.timeout", Duration::from_secs(60)),
+        connect_timeout: c.duration(
+            &u.connect_timeout,
+            "upstream.connect_timeout",
+            Duration::from_secs(5),
+        ),
+    };
+
+    let st = &file.store;
+    let kind_name = c.one_of(
+        &st.kind,
+        "store.kind",
+        &["memory", "redis", "redis-cluster"],
+        "memory",
+    );
+    let kind = match kind_name.as_str() {
+        "redis" => StoreKind::Redis {
+            url: match &st.url {
+                Some(s)
+                    if s.get_ref().starts_with("redis://")
+                        || s.get_ref().starts_with("rediss://") =>
+                {
+                    s.get_ref().clone()
+                }
+                Some(s) => {
+                    c.bad(s, "store.url", "expected \"redis://host:port\"");
+                    String::new()
+                }
+                None => "redis://127.0.0.1:6379".to_string(),
+            },
+        },
+        "redis-cluster" => {
+            let nodes: Vec<String> = st
+                .nodes
+                .iter()
+                .flatten()
+                .filter_map(|s| {
+                    if s.get_ref().starts_with("redis://") {
+                        Some(s.get_ref().clone())
+                    } else {
+                        c.bad(s, "store.nodes", "expected \"redis://host:port\"");
+                        None
+                    }
+                })
+                .collect();
+            if nodes.is_empty() && st.nodes.as_ref().is_none_or(|n| n.is_empty()) {
+                let p = c.loc.at(
+                    st.kind.as_ref().map(|k| k.span()),
+                    "store.nodes: kind = \"redis-cluster\" needs at least one seed node".into(),
+                );
+                c.problems.push(p);
+            }
+            StoreKind::RedisCluster { nodes }
+        }
+        _ => StoreKind::Memory,
+    };
+    let store = StoreConfig {
+        kind,
+        memory_limit: c.size(&st.memory_limit, "store.memory_limit", 256 << 20),
+        l1: c.size(&st.l1, "store.l1", 64 << 20),
+        max_object_size: c.size(&st.max_object_size, "store.max_object_size", 8 << 20),
+        timeout: c.duration(&st.timeout, "store.timeout", Duration::from_secs(2)),
+    };
+
+    let namespace = match &file.cache.namespace {
+        None => "v1".to_string(),
+        Some(s) => {
+            let ns = s.get_ref();
+            if ns.is_empty()
+                || ns.len() > 64
+                || !ns
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                c.bad(
+                    s,
+                    "cache.namespace",
+                    "use 1 to 64 letters, digits, '-', '_' or '.'",
+                );
+            }
+            ns.clone()
+        }
+    };
+    let default_ignore = ["utm_*", "_"];
+    let global_ignore = match &file.cache.ignore_params {
+        Some(v) => c.globs(v, "cache.ignore_params"),
+        None => default_ignore
+            .iter()
+            .filter_map(|g| Glob::new(g).ok())
+            .collect(),
+    };
+    let cache = CacheConfig {
+        namespace,
+        ignore_params: global_ignore.clone(),
+    };
+
+    let mut warm_urls = Vec::new();
+    for u in &file.warm.urls {
+        if u.get_ref().starts_with('/') {
+            warm_urls.push(u.get_ref().clone());
+        } else {
+            c.bad(u, "warm.urls", "expected a path starting with '/'");
+        }
+    }
+    let warm = WarmConfig {
+        urls: warm_urls,
+        every: c.duration(&file.warm.every, "warm.every", Duration::from_secs(3600)),
+    };
+    if !warm.urls.is_empty() && warm.every < Duration::from_secs(1) {
+        if let Some(s) = &file.warm.every {
+            c.bad(s, "warm.every", "must be at least 1s");
+        }
+    }
+
+    let allow = match &file.purge.allow {
+        None => vec!["127.0.0.1/32", "::1/128"]
+            .into_iter()
+            .filter_map(|s| s.parse().ok())
+            .collect(),
+        Some(v) => v
+            .iter()
+            .filter_map(|s| {
+                let t = s.get_ref();
+                let parsed = t
+                    .parse::<IpNet>()
+                    .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from));
+                match parsed {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        c.bad(s, "purge.allow", "expected a CIDR like \"10.0.0.0/8\"");
+                        None
+                    }
+                }
+            })
+            .collect(),
+    };
+    let token = match &file.purge.token {
+        Some(s) if s.get_ref().len() < 8 => {
+            c.bad(s, "purge.token", "must be at least 8 characters");
+            None
+        }
+        Some(s) => Some(s.get_ref().clone()),
+        None => None,
+    };
+    let purge = PurgeConfig { allow, token };
+
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut seen: Vec<(String, Range<usize>)> = Vec::new();
+    for r in &file.rules {
+        if let Some(rule) = rule(&mut c, r, &global_ignore) {
+            if let Some((_, _)) = seen.iter().find(|(p, _)| *p == rule.path) {
+                c.bad(&r.path, "rules.path", "two rules have this same path");
+            }
+            seen.push((rule.path.clone(), r.path.span()));
+            rules.push(rule);
+        }
+    }
+    rules.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(Config {
+        server,
+        log,
+        upstream,
+        store,
+        cache,
+        warm,
+        purge,
+        rules,
+        version: blake3::hash(text.as_bytes()).to_hex()[..12].to_string(),
+    })
+}
+
+fn rule(c: &mut Checker<'_>, r: &FileRule, global_ignore: &[Glob]) -> Option<Rule> {
+    let path = r.path.get_ref();
+    if !path.starts_with('/') {
+        c.bad(&r.path, "rules.path", "must start with '/'");
+        return None;
+    }
+    let mut key_headers = Vec::new();
+    for h in &r.key_headers {
+        match HeaderName::from_bytes(h.get_ref().to_ascii_lowercase().as_bytes()) {
+            Ok(n) => key_headers.push(n),
+            Err(_) => c.bad(h, "rules.key_headers", "not a valid header name"),
+        }
+    }
+    let mut ignore_params = global_ignore.to_vec();
+    ignore_params.extend(c.globs(&r.ignore_params, "rules.ignore_params"));
+    let mut tags = Vec::new();
+    for t in &r.tags {
+        let v = t.get_ref().trim();
+        if v.is_empty() || v.contains([',', ' ']) {
+            c.bad(
+                t,
+                "rules.tags",
+                "a tag is one word with no commas or spaces",
+            );
+        } else {
+            tags.push(v.to_string());
+        }
+    }
+    let ttl = r.ttl.as_ref().map(|s| {
+        parse_duration(s.get_ref()).unwrap_or_else(|e| {
+            c.bad(s, "rules.ttl", e);
+            Duration::ZERO
+        })
+    });
+    Some(Rule {
+        path: path.clone(),
+        ttl,
+        stale_while_revalidate: c.duration(
+            &r.stale_while_revalidate,
+            "rules.stale_while_revalidate",
+            Duration::ZERO,
+        ),
+        stale_if_error: c.duration(&r.stale_if_error, "rules.stale_if_error", Duration::ZERO),
+        override_origin: r.override_origin,
+        ignore_params,
+        key_headers,
+        tags,
+        cache: r.cache,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("8MB").unwrap(), 8_000_000);
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("1.5KiB").unwrap(), 1536);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn unknown_key_names_line() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        assert_eq!(err[0].line, 3, "{err:?}");
+        assert!(err[0].message.contains("lisen"), "{err:?}");
+    }
+
+    #[test]
+    fn all_bad_values_reported() {
+        let err = parse(
+            "[upstream]\ntimeout = \"forever\"\n[store]\nl1 = \"lots\"\n[[rules]]\npath = \"x\"\n",
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = err.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![2, 4, 6], "{err:?}");
+        assert!(err[0].message.contains("upstream.timeout"));
+    }
+
+    #[test]
+    fn rules_sorted_longest_first() {
+        let c = parse(
+            "[[rules]]\npath = \"/a/\"\nttl = \"1m\"\n[[rules]]\npath = \"/a/b/\"\nttl = \"2m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.rules[0].path, "/a/b/");
+        assert_eq!(c.rules[0].ignore_params.len(), 2);
+    }
+}

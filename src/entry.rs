@@ -1,0 +1,270 @@
+//! Stored entries and their versioned binary format.
+//!
+//! One entry holds one whole response (status, headers, body) together with what freshness
+//! needs, so that headers and body can never come from two different responses: they are
+//! written and read as one value. The encoding starts with a magic and a format version;
+//! a value with another magic, another version, or any inconsistency in its lengths decodes
+//! to an error, which the caller treats as a miss and overwrites. A future format change
+//! therefore never misreads old entries: it simply refills them.
+//!
+//! Layout, all integers little-endian:
+//! ```text
+//! "SLT" version:u8 status:u16 flags:u8
+//! stored_at_ms:u64 initial_age_ms:u64 fresh_ms:u64 swr_ms:u64 sie_ms:u64 purge_seq:u64
+//! url:str32 ntags:u16 (tag:str16)* nheaders:u16 (name:str16 value:str32)* body:str32
+//! ```
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+const MAGIC: &[u8; 3] = b"SLT";
+/// The entry format written by this build.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// `flags` bits.
+pub const MUST_REVALIDATE: u8 = 1;
+pub const NO_CACHE: u8 = 2;
+
+/// One stored response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub status: StatusCode,
+    pub flags: u8,
+    /// When the response was received (wall clock, ms): RFC 9111 `response_time`.
+    pub stored_at_ms: u64,
+    /// RFC 9111 §4.2.3 `corrected_initial_age`, in ms.
+    pub initial_age_ms: u64,
+    /// Freshness lifetime, in ms.
+    pub fresh_ms: u64,
+    /// How long past freshness it may be served while one refresh runs.
+    pub swr_ms: u64,
+    /// How long past freshness it may be served when the origin fails.
+    pub sie_ms: u64,
+    /// The purge sequence number known when the fill *started*: any purge record with a
+    /// higher number that matches this entry was issued after, and applies to it.
+    pub purge_seq: u64,
+    /// The normalized URL (path and query) it answers.
+    pub url: String,
+    pub tags: Vec<String>,
+    /// End-to-end response headers, as received (hop-by-hop headers and `Age` removed).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Why bytes from the store are not a usable entry.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("not a slate entry")]
+    Foreign,
+    #[error("entry format version {0} is not {FORMAT_VERSION}")]
+    Version(u8),
+    #[error("entry is truncated or corrupt")]
+    Corrupt,
+}
+
+impl Entry {
+    /// Age in ms at `now_ms` (RFC 9111 §4.2.3 `current_age`).
+    pub fn age_ms(&self, now_ms: u64) -> u64 {
+        self.initial_age_ms + now_ms.saturating_sub(self.stored_at_ms)
+    }
+
+    /// Remaining freshness in ms; negative once stale.
+    pub fn ttl_ms(&self, now_ms: u64) -> i64 {
+        self.fresh_ms as i64 - self.age_ms(now_ms) as i64
+    }
+
+    /// Bytes this entry takes in memory, for weighing caches.
+    pub fn weight(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        let tags: usize = self.tags.iter().map(|t| t.len() + 24).sum();
+        (std::mem::size_of::<Self>() + self.body.len() + self.url.len() + headers + tags) as u64
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(self.weight() as usize + 64);
+        b.put_slice(MAGIC);
+        b.put_u8(FORMAT_VERSION);
+        b.put_u16_le(self.status.as_u16());
+        b.put_u8(self.flags);
+        for v in [
+            self.stored_at_ms,
+            self.initial_age_ms,
+            self.fresh_ms,
+            self.swr_ms,
+            self.sie_ms,
+            self.purge_seq,
+        ] {
+            b.put_u64_le(v);
+        }
+        put32(&mut b, self.url.as_bytes());
+        b.put_u16_le(self.tags.len().min(u16::MAX as usize) as u16);
+        for t in self.tags.iter().take(u16::MAX as usize) {
+            put16(&mut b, t.as_bytes());
+        }
+        let n = self.headers.len().min(u16::MAX as usize);
+        b.put_u16_le(n as u16);
+        for (name, value) in self.headers.iter().take(n) {
+            put16(&mut b, name.as_str().as_bytes());
+            put32(&mut b, value.as_bytes());
+        }
+        put32(&mut b, &self.body);
+        b.freeze()
+    }
+
+    /// Decodes an entry; the body is a zero-copy slice of `data`.
+    pub fn decode(data: Bytes) -> Result<Entry, DecodeError> {
+        if data.len() < 4 || &data[..3] != MAGIC {
+            return Err(DecodeError::Foreign);
+        }
+        if data[3] != FORMAT_VERSION {
+            return Err(DecodeError::Version(data[3]));
+        }
+        let mut r = Reader { data, pos: 4 };
+        let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError::Corrupt)?;
+        let flags = r.u8()?;
+        let stored_at_ms = r.u64()?;
+        let initial_age_ms = r.u64()?;
+        let fresh_ms = r.u64()?;
+        let swr_ms = r.u64()?;
+        let sie_ms = r.u64()?;
+        let purge_seq = r.u64()?;
+        let url = r.string32()?;
+        let ntags = r.u16()?;
+        let mut tags = Vec::with_capacity(ntags as usize);
+        for _ in 0..ntags {
+            let len = r.u16()? as usize;
+            tags.push(String::from_utf8(r.take(len)?.to_vec()).map_err(|_| DecodeError::Corrupt)?);
+        }
+        let nheaders = r.u16()?;
+        let mut headers = HeaderMap::with_capacity(nheaders as usize);
+        for _ in 0..nheaders {
+            let len = r.u16()? as usize;
+            let name = HeaderName::from_bytes(&r.take(len)?).map_err(|_| DecodeError::Corrupt)?;
+            let len = r.u32()? as usize;
+            let value =
+                HeaderValue::from_maybe_shared(r.take(len)?).map_err(|_| DecodeError::Corrupt)?;
+            headers.append(name, value);
+        }
+        let len = r.u32()? as usize;
+        let body = r.take(len)?;
+        if r.pos != r.data.len() {
+            return Err(DecodeError::Corrupt);
+        }
+        Ok(Entry {
+            status,
+            flags,
+            stored_at_ms,
+            initial_age_ms,
+            fresh_ms,
+            swr_ms,
+            sie_ms,
+            purge_seq,
+            url,
+            tags,
+            headers,
+            body,
+        })
+    }
+}
+
+fn put16(b: &mut BytesMut, s: &[u8]) {
+    let s = &s[..s.len().min(u16::MAX as usize)];
+    b.put_u16_le(s.len() as u16);
+    b.put_slice(s);
+}
+
+fn put32(b: &mut BytesMut, s: &[u8]) {
+    b.put_u32_le(s.len() as u32);
+    b.put_slice(s);
+}
+
+struct Reader {
+    data: Bytes,
+    pos: usize,
+}
+
+impl Reader {
+    fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Corrupt)?;
+        if end > self.data.len() {
+            return Err(DecodeError::Corrupt);
+        }
+        let s = self.data.slice(self.pos..end);
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(self.take(2)?.get_u16_le())
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(self.take(4)?.get_u32_le())
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(self.take(8)?.get_u64_le())
+    }
+    fn string32(&mut self) -> Result<String, DecodeError> {
+        let len = self.u32()? as usize;
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| DecodeError::Corrupt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        Entry {
+            status: StatusCode::OK,
+            flags: MUST_REVALIDATE,
+            stored_at_ms: 1_700_000_000_000,
+            initial_age_ms: 1500,
+            fresh_ms: 3_600_000,
+            swr_ms: 60_000,
+            sie_ms: 0,
+            purge_seq: 42,
+            url: "/r?a=1".into(),
+            tags: vec!["sales".into(), "finance".into()],
+            headers,
+            body: Bytes::from_static(b"{\"total\": 1}"),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let e = sample();
+        assert_eq!(Entry::decode(e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn rejects_foreign_old_and_corrupt() {
+        let bytes = sample().encode();
+        assert_eq!(
+            Entry::decode(Bytes::from_static(b"hello")),
+            Err(DecodeError::Foreign)
+        );
+        let mut v = bytes.to_vec();
+        v[3] = 0;
+        assert_eq!(Entry::decode(Bytes::from(v)), Err(DecodeError::Version(0)));
+        for cut in [5, 20, 60, bytes.len() - 1] {
+            assert_eq!(
+                Entry::decode(bytes.slice(..cut)),
+                Err(DecodeError::Corrupt),
+                "{cut}"
+            );
+        }
+        let mut v = bytes.to_vec();
+        v.push(0);
+        assert_eq!(Entry::decode(Bytes::from(v)), Err(DecodeError::Corrupt));
+    }
+}

@@ -1,0 +1,78 @@
+//! Errors slate answers itself, mapped to HTTP in one place.
+
+use crate::body::ProxyBody;
+use crate::phase::{CacheStatus, Phase};
+use crate::upstream::UpstreamError;
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// Everything that ends a request with an answer of slate's own.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("request URL is longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("the store is unavailable: {0}")]
+    Store(String),
+}
+
+impl From<crate::key::KeyError> for ProxyError {
+    fn from(e: crate::key::KeyError) -> Self {
+        ProxyError::BadRequest(e.to_string())
+    }
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The answer: the status and a short JSON body `{"error": ..., "status": ...}`.
+    pub fn response(&self) -> Response<ProxyBody> {
+        json_response(
+            self.status(),
+            &serde_json::json!({ "error": self.to_string(), "status": self.status().as_u16() }),
+        )
+    }
+
+    /// The `Cache-Status` of such an answer.
+    pub fn cache_status(&self) -> CacheStatus {
+        let s = CacheStatus::new(Phase::Error);
+        match self {
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => s.detail("upstream-timeout"),
+            ProxyError::Upstream(UpstreamError::Unreachable(_)) => s.detail("upstream-unreachable"),
+            ProxyError::Upstream(UpstreamError::Broken(_)) => s.detail("upstream-broken"),
+            _ => s,
+        }
+    }
+}
+
+/// A JSON answer with the right content type.
+pub fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<ProxyBody> {
+    let mut body = v.to_string();
+    body.push('\n');
+    let mut r = Response::new(ProxyBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}

@@ -1,0 +1,244 @@
+//! Cache keys: one request → one normalized URL → one blake3 key.
+//!
+//! What is normalized, and why each step is safe (two URLs share a key only when every
+//! origin must treat them alike):
+//! - **Percent-encoding** (RFC 3986 §6.2.2.1–2): `%XX` of an *unreserved* character
+//!   (`A-Z a-z 0-9 - . _ ~`) is decoded (`/%7Euser` = `/~user`); every other `%xx` keeps its
+//!   encoding with upper-case hex (`%2f` = `%2F`). Reserved characters are never decoded:
+//!   `/a%2Fb` is not `/a/b`, and `%26` inside a value is not a parameter separator. Malformed
+//!   escapes (`%zz`, `%4`) are rejected with 400 rather than guessed at.
+//! - **Query**: split on `&`, empty pieces dropped, parameters whose (decoded) name matches
+//!   an `ignore_params` glob dropped, the rest sorted by name then value. `a` and `a=` stay
+//!   distinct, and so do `+` and `%20` (form decoding is the origin's business).
+//! - **Not normalized**: dot segments and repeated slashes (origins disagree on them, and
+//!   merging what an origin distinguishes would serve one report for another), letter case.
+//!
+//! The key hashes the namespace, the normalized URL and the values of the rule's
+//! `key_headers`, each length-prefixed so that no two inputs can run together. Nothing else
+//! from the client (Host, X-Forwarded-*, cookies) enters it.
+
+use crate::config::Glob;
+use http::{HeaderMap, HeaderName};
+
+/// Why a URL cannot be made into a key; answered with 400.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("malformed percent-encoding in the URL")]
+    BadPercent,
+    #[error("the request target must be a path starting with '/'")]
+    NotAPath,
+}
+
+/// A request URL in normal form: `path` plus `?query` when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalUrl {
+    /// The normalized path (always starts with `/`).
+    pub path: String,
+    /// `path` followed by `?` and the normalized query, or just `path`.
+    pub url: String,
+}
+
+/// A cache key: the Redis/memory key string, plus the URL it was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey {
+    /// `slate:<namespace>:e:<blake3 hex>`.
+    pub key: String,
+    pub url: NormalUrl,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Appends `s` to `out` with percent-encoding normalized (see the module docs).
+fn push_normalized(out: &mut String, s: &str) -> Result<(), KeyError> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Err(KeyError::BadPercent);
+            };
+            let v = h << 4 | l;
+            if is_unreserved(v) {
+                out.push(v as char);
+            } else {
+                out.push('%');
+                out.push(HEX[(v >> 4) as usize] as char);
+                out.push(HEX[(v & 15) as usize] as char);
+            }
+            i += 3;
+        } else {
+            // The URI parser only lets visible ASCII through, but be safe with anything else.
+            let c = b[i];
+            if c.is_ascii() && !c.is_ascii_control() && c != b' ' {
+                out.push(c as char);
+            } else {
+                out.push('%');
+                out.push(HEX[(c >> 4) as usize] as char);
+                out.push(HEX[(c & 15) as usize] as char);
+            }
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Fully percent-decodes a parameter name, for matching against `ignore_params` globs.
+fn decoded(s: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(s).collect()
+}
+
+/// Normalizes a path alone (used for prefix purges as well as keys).
+pub fn normalize_path(path: &str) -> Result<String, KeyError> {
+    if !path.starts_with('/') {
+        return Err(KeyError::NotAPath);
+    }
+    let mut out = String::with_capacity(path.len());
+    push_normalized(&mut out, path)?;
+    Ok(out)
+}
+
+/// Normalizes `path` and `query` (without the `?`), dropping ignored parameters.
+pub fn normalize(path: &str, query: Option<&str>, ignore: &[Glob]) -> Result<NormalUrl, KeyError> {
+    let path = normalize_path(path)?;
+    let mut url = path.clone();
+    if let Some(q) = query {
+        let mut params: Vec<(String, String)> = Vec::new();
+        for piece in q.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = match piece.find('=') {
+                Some(i) => (&piece[..i], Some(&piece[i..])),
+                None => (piece, None),
+            };
+            if !ignore.is_empty() {
+                let d = decoded(name);
+                if ignore.iter().any(|g| g.matches(&d)) {
+                    continue;
+                }
+            }
+            let mut n = String::with_capacity(name.len());
+            push_normalized(&mut n, name)?;
+            let mut v = String::new();
+            if let Some(value) = value {
+                push_normalized(&mut v, value)?;
+            }
+            params.push((n, v));
+        }
+        params.sort_unstable();
+        for (i, (n, v)) in params.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(n);
+            url.push_str(v);
+        }
+    }
+    Ok(NormalUrl { path, url })
+}
+
+/// Builds the key for a normalized URL and the request's `key_headers`.
+pub fn cache_key(
+    namespace: &str,
+    url: NormalUrl,
+    key_headers: &[HeaderName],
+    headers: &HeaderMap,
+) -> CacheKey {
+    let mut h = blake3::Hasher::new();
+    let mut field = |b: &[u8]| {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(namespace.as_bytes());
+    field(url.url.as_bytes());
+    for name in key_headers {
+        field(name.as_str().as_bytes());
+        // All values of the header, in order, trimmed; absent and empty are one variant.
+        let mut joined: Vec<u8> = Vec::new();
+        for (i, v) in headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(v.as_bytes().trim_ascii());
+        }
+        field(&joined);
+    }
+    let hash = h.finalize();
+    CacheKey {
+        key: format!("{}{}", entry_prefix(namespace), hash.to_hex()),
+        url,
+    }
+}
+
+/// Every entry key of a namespace starts with this.
+pub fn entry_prefix(namespace: &str) -> String {
+    format!("slate:{namespace}:e:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(pq: &str, ignore: &[&str]) -> Result<String, KeyError> {
+        let g: Vec<Glob> = ignore.iter().map(|s| Glob::new(s).unwrap()).collect();
+        let (p, q) = match pq.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (pq, None),
+        };
+        normalize(p, q, &g).map(|u| u.url)
+    }
+
+    #[test]
+    fn sorts_and_drops() {
+        assert_eq!(
+            n("/r?b=2&a=1&utm_source=x&_=123", &["utm_*", "_"]).unwrap(),
+            "/r?a=1&b=2"
+        );
+        assert_eq!(n("/r?a=2&a=1", &[]).unwrap(), "/r?a=1&a=2");
+        assert_eq!(n("/r?&&a=1&", &[]).unwrap(), "/r?a=1");
+        assert_eq!(n("/r?utm_x=1", &["utm_*"]).unwrap(), "/r");
+        assert_ne!(n("/r?a", &[]).unwrap(), n("/r?a=", &[]).unwrap());
+    }
+
+    #[test]
+    fn percent_encoding() {
+        assert_eq!(n("/%7euser/%41", &[]).unwrap(), "/~user/A");
+        assert_eq!(n("/a%2fb", &[]).unwrap(), "/a%2Fb");
+        assert_ne!(n("/a%2fb", &[]).unwrap(), n("/a/b", &[]).unwrap());
+        assert_eq!(n("/r?q=a%2cb", &[]).unwrap(), "/r?q=a%2Cb");
+        assert_eq!(n("/r?q=%zz", &[]), Err(KeyError::BadPercent));
+        assert_eq!(n("/r%4", &[]), Err(KeyError::BadPercent));
+        assert_ne!(n("/r?q=a+b", &[]).unwrap(), n("/r?q=a%20b", &[]).unwrap());
+        // An ignored name is matched decoded.
+        assert_eq!(n("/r?utm%5Fsource=1", &["utm_*"]).unwrap(), "/r");
+    }
+
+    #[test]
+    fn keys() {
+        let url = normalize("/r", Some("a=1"), &[]).unwrap();
+        let mut h = HeaderMap::new();
+        let k1 = cache_key("v1", url.clone(), &[], &h);
+        let k2 = cache_key("v2", url.clone(), &[], &h);
+        assert_ne!(k1.key, k2.key);
+        assert!(k1.key.starts_with("slate:v1:e:"));
+        let accept = HeaderName::from_static("accept");
+        let a = cache_key("v1", url.clone(), std::slice::from_ref(&accept), &h);
+        h.insert("accept", "text/csv".parse().unwrap());
+        let b = cache_key("v1", url.clone(), std::slice::from_ref(&accept), &h);
+        assert_ne!(a.key, b.key);
+        // Headers outside key_headers never matter.
+        h.insert("x-forwarded-host", "evil".parse().unwrap());
+        assert_eq!(b.key, cache_key("v1", url, &[accept], &h).key);
+    }
+}

@@ -1,0 +1,187 @@
+//! slate: a transparent caching reverse proxy for slow reporting APIs.
+//!
+//! Module map, in the order a request meets them:
+//! - [`server`]: accept loops, connection limits, header timeouts, graceful shutdown.
+//! - [`proxy`]: the request path: lookup, hit, stale, miss, fill, pass-through.
+//! - [`key`]: URL normalization and blake3 cache keys.
+//! - [`policy`]: RFC 9111 freshness and storability; rules fill in what the origin left out.
+//! - [`coalesce`]: single-flight; one upstream request per key, however many clients wait.
+//! - [`upstream`]: the pooled client to the reporting service and header hygiene.
+//! - [`store`]: the `Store` trait, the embedded memory store and Redis (single or cluster).
+//! - [`entry`]: the stored entry and its versioned binary format.
+//! - [`purge`]: purge records (exact, prefix, tag; hard or soft) applied at lookup time.
+//! - [`admin`]: the admin listener and the PURGE method; [`status`]: the HTML status page.
+//! - [`phase`]: the named outcome of a request, feeding `Cache-Status` and [`metrics`].
+//! - [`config`]: `config.toml` → validated [`config::Config`], live reload.
+//! - [`error`]: errors slate answers itself, mapped to HTTP in one place.
+//! - [`demo`]: the built-in slow report origin of `slate --demo`.
+//!
+//! Tests and embedders start an instance in-process: build it with [`Instance::start`] and
+//! serve it with [`Instance::serve`] on listeners bound to port 0.
+
+pub mod admin;
+pub mod body;
+pub mod clock;
+pub mod coalesce;
+pub mod config;
+pub mod demo;
+pub mod entry;
+pub mod error;
+pub mod key;
+pub mod metrics;
+pub mod phase;
+pub mod policy;
+pub mod proxy;
+pub mod purge;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod upstream;
+
+use crate::clock::Clock;
+use crate::config::{reload::Live, Config, StoreKind};
+use crate::proxy::Shared;
+use crate::store::Store;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One slate instance: its store, purge log, fills in flight and counters.
+#[derive(Clone)]
+pub struct Instance {
+    pub shared: Arc<Shared>,
+}
+
+impl Instance {
+    /// Connects the store named by `config` and loads the purge log.
+    pub async fn start(config: Config, clock: Clock) -> Result<Instance, StartError> {
+        let ns = config.cache.namespace.clone();
+        let timeout = config.store.timeout;
+        let store: Arc<dyn Store> = match &config.store.kind {
+            StoreKind::Memory => {
+                Arc::new(store::memory::MemoryStore::new(config.store.memory_limit))
+            }
+            StoreKind::Redis { url } => Arc::new(store::redis::connect(url, &ns, timeout)?),
+            StoreKind::RedisCluster { nodes } => {
+                Arc::new(store::redis::connect_cluster(nodes, &ns, timeout).await?)
+            }
+        };
+        Ok(Self::with_store(config, clock, store).await)
+    }
+
+    /// An instance on a store built by the caller (tests use this to share one memory store).
+    pub async fn with_store(config: Config, clock: Clock, store: Arc<dyn Store>) -> Instance {
+        let purges = purge::Purges::load(store.clone(), clock.clone()).await;
+        let shared = Shared {
+            upstream: upstream::Upstream::new(&config.upstream),
+            live: Live::new(config),
+            store,
+            purges,
+            flights: coalesce::Coalescer::new(),
+            clock,
+            metrics: metrics::Metrics::default(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        };
+        Instance {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Serves the proxy (and admin) listener until `shutdown` completes, then drains:
+    /// stops accepting, lets in-flight requests and fills finish (bounded by
+    /// `server.shutdown_timeout`), and returns.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let cfg = self.shared.live.get();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let poller = tokio::spawn(self.shared.purges.clone().poll(stop_rx.clone()));
+        let warmer = tokio::spawn(warm_loop(self.shared.clone(), stop_rx.clone()));
+        let sh = self.shared.clone();
+        let proxy = tokio::spawn({
+            let cfg = cfg.server.clone();
+            let rx = stop_rx.clone();
+            async move {
+                server::serve(
+                    listener,
+                    &cfg,
+                    move |req, peer| proxy::handle(sh.clone(), req, peer),
+                    rx,
+                )
+                .await
+            }
+        });
+        let admin = admin.map(|l| {
+            let sh = self.shared.clone();
+            let cfg = cfg.server.clone();
+            let rx = stop_rx.clone();
+            tokio::spawn(async move {
+                server::serve(
+                    l,
+                    &cfg,
+                    move |req, peer| admin::handle(sh.clone(), req, peer),
+                    rx,
+                )
+                .await
+            })
+        });
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests and fills");
+        let _ = stop_tx.send(true);
+        let _ = proxy.await;
+        if let Some(a) = admin {
+            let _ = a.await;
+        }
+        self.shared.tasks.close();
+        if tokio::time::timeout(cfg.server.shutdown_timeout, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("fills still running after the shutdown timeout; abandoning them");
+        }
+        let _ = poller.await;
+        warmer.abort();
+    }
+}
+
+/// Fetches `[warm] urls` at start and every `every`, through the normal fill path.
+async fn warm_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let cfg = shared.live.get();
+        for url in &cfg.warm.urls {
+            match proxy::warm(&shared, url).await {
+                Ok(s) => tracing::debug!(url, status = s.as_u16(), "warmed"),
+                Err(e) => tracing::warn!(url, error = %e, "warming failed; will retry"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.warm.every) => {}
+            _ = server::stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Runs slate on `listener` (and `admin`) with `config` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let instance = Instance::start(config, Clock::system()).await?;
+    instance.serve(listener, admin, shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! What happened to a request, named once: it feeds both the `Cache-Status` header
+//! (RFC 9211) and the metric labels, so the two can never disagree.
+
+use http::HeaderValue;
+use std::fmt::Write;
+
+/// The outcome of one request, as far as the cache is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Served fresh from the store.
+    Hit,
+    /// Served stale from the store (while revalidating, soft-purged, or on origin error).
+    Stale,
+    /// Went upstream for a cacheable request (this request led the fill).
+    Miss,
+    /// Waited for another request's fill and got its response.
+    Collapsed,
+    /// A cacheable method the cache was told to stay out of (rule `cache = false`,
+    /// credentials in the request).
+    Bypass,
+    /// A method the cache does not serve (POST, ...), passed through.
+    Pass,
+    /// slate answered with an error of its own (400, 403, 502, 504, ...).
+    Error,
+    /// A purge (PURGE or admin API).
+    Purge,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 8] = [
+        Phase::Hit,
+        Phase::Stale,
+        Phase::Miss,
+        Phase::Collapsed,
+        Phase::Bypass,
+        Phase::Pass,
+        Phase::Error,
+        Phase::Purge,
+    ];
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Hit => "hit",
+            Phase::Stale => "stale",
+            Phase::Miss => "miss",
+            Phase::Collapsed => "collapsed",
+            Phase::Bypass => "bypass",
+            Phase::Pass => "pass",
+            Phase::Error => "error",
+            Phase::Purge => "purge",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One `Cache-Status` entry for slate, with the parameters that apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStatus {
+    pub phase: Phase,
+    /// RFC 9211 `fwd`: why the request went upstream (`uri-miss`, `stale`, `bypass`,
+    /// `method`, `miss`, `request`).
+    pub fwd: Option<&'static str>,
+    pub fwd_status: Option<u16>,
+    /// Remaining freshness in seconds (negative when stale).
+    pub ttl: Option<i64>,
+    pub stored: bool,
+    pub detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    pub fn new(phase: Phase) -> Self {
+        CacheStatus {
+            phase,
+            fwd: None,
+            fwd_status: None,
+            ttl: None,
+            stored: false,
+            detail: None,
+        }
+    }
+
+    pub fn hit(ttl_ms: i64) -> Self {
+        CacheStatus {
+            ttl: Some(ttl_ms.div_euclid(1000)),
+            ..Self::new(Phase::Hit)
+        }
+    }
+
+    pub fn fwd(phase: Phase, fwd: &'static str) -> Self {
+        CacheStatus {
+            fwd: Some(fwd),
+            ..Self::new(phase)
+        }
+    }
+
+    pub fn detail(mut self, d: &'static str) -> Self {
+        self.detail = Some(d);
+        self
+    }
+
+    /// The header value, e.g. `slate; hit; ttl=3512` or `slate; fwd=uri-miss; stored`.
+    pub fn header(&self) -> HeaderValue {
+        let mut s = String::from("slate");
+        if matches!(self.phase, Phase::Hit | Phase::Stale) {
+            s.push_str("; hit");
+        }
+        if let Some(f) = self.fwd {
+            let _ = write!(s, "; fwd={f}");
+        }
+        if self.stored {
+            s.push_str("; stored");
+        }
+        if self.phase == Phase::Collapsed {
+            s.push_str("; collapsed");
+        }
+        if let Some(t) = self.ttl {
+            let _ = write!(s, "; ttl={t}");
+        }
+        if let Some(st) = self.fwd_status {
+            let _ = write!(s, "; fwd-status={st}");
+        }
+        if let Some(d) = self.detail {
+            let _ = write!(s, "; detail={d}");
+        }
+        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("slate"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_forms() {
+        assert_eq!(CacheStatus::hit(3_512_400).header(), "slate; hit; ttl=3512");
+        let mut s = CacheStatus::fwd(Phase::Miss, "uri-miss");
+        s.stored = true;
+        assert_eq!(s.header(), "slate; fwd=uri-miss; stored");
+        s.fwd_status = Some(200);
+        assert_eq!(s.header(), "slate; fwd=uri-miss; stored; fwd-status=200");
+        let c = CacheStatus::fwd(Phase::Collapsed, "uri-miss");
+        assert_eq!(c.header(), "slate; fwd=uri-miss; collapsed");
+        assert_eq!(CacheStatus::hit(-1).header(), "slate; hit; ttl=-1");
+    }
+}

@@ -1,0 +1,426 @@
+//! Freshness and storability: what may be stored, for how long, and how stale it may be served.
+//!
+//! slate is an RFC 9111 *shared* cache. The origin's `Cache-Control`/`Expires` decide
+//! freshness; a matching `[[rules]]` entry supplies the freshness the origin left out, or
+//! replaces it with `override_origin = true`. Without either, nothing is stored.
+
+use crate::config::Rule;
+use http::header::{CACHE_CONTROL, DATE, EXPIRES, SET_COOKIE, VARY};
+use http::{HeaderMap, StatusCode};
+use std::time::Duration;
+
+/// No entry is kept longer than this, whatever the origin says; purge records are kept as
+/// long, so that a purge always outlives what it purged.
+pub const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The parsed `Cache-Control` directives slate acts on.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CacheControl {
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub private: bool,
+    pub public: bool,
+    pub must_revalidate: bool,
+    pub proxy_revalidate: bool,
+    /// `Some(None)`: present but invalid or conflicting; treat as already stale.
+    pub max_age: Option<Option<u64>>,
+    pub s_maxage: Option<Option<u64>>,
+    pub stale_while_revalidate: Option<u64>,
+    pub stale_if_error: Option<u64>,
+}
+
+impl CacheControl {
+    /// Parses every `Cache-Control` field line. Directive names are case-insensitive;
+    /// a duplicated delta directive with different values is "invalid" (RFC 9111 §4.2.1
+    /// allows treating the response as stale), and so is a value that is not a number.
+    pub fn parse(headers: &HeaderMap) -> CacheControl {
+        let mut cc = CacheControl::default();
+        for line in headers.get_all(CACHE_CONTROL) {
+            let Ok(line) = line.to_str() else { continue };
+            for d in split_directives(line) {
+                let (name, value) = match d.split_once('=') {
+                    Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                    None => (d.trim(), None),
+                };
+                let delta = || value.and_then(|v| v.parse::<u64>().ok());
+                match name.to_ascii_lowercase().as_str() {
+                    "no-store" => cc.no_store = true,
+                    // `no-cache="Set-Cookie"` (qualified) is treated as unqualified: stricter.
+                    "no-cache" => cc.no_cache = true,
+                    "private" => cc.private = true,
+                    "public" => cc.public = true,
+                    "must-revalidate" => cc.must_revalidate = true,
+                    "proxy-revalidate" => cc.proxy_revalidate = true,
+                    "max-age" => cc.max_age = Some(merge(cc.max_age, delta())),
+                    "s-maxage" => cc.s_maxage = Some(merge(cc.s_maxage, delta())),
+                    "stale-while-revalidate" => cc.stale_while_revalidate = delta(),
+                    "stale-if-error" => cc.stale_if_error = delta(),
+                    _ => {}
+                }
+            }
+        }
+        cc
+    }
+}
+
+/// Splits on commas that are not inside a quoted string.
+fn split_directives(line: &str) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&line[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&line[start..]);
+    parts.into_iter().filter(|p| !p.trim().is_empty())
+}
+
+fn merge(prev: Option<Option<u64>>, new: Option<u64>) -> Option<u64> {
+    match prev {
+        None => new,
+        Some(p) if p == new => p,
+        Some(_) => None,
+    }
+}
+
+/// Statuses stored when the origin gives explicit freshness (RFC 9110 §15.1's heuristically
+/// cacheable set, plus redirects that say how long they hold). 206 and 5xx never are.
+fn storable_with_origin_freshness(s: StatusCode) -> bool {
+    matches!(
+        s.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 302 | 307 | 308 | 404 | 405 | 410 | 414
+    )
+}
+
+/// Statuses a rule's `ttl` applies to when the origin says nothing: successful answers and
+/// permanent redirects. A 404 for a report that does not exist *yet* must not stick for an
+/// hour, so error statuses need the origin's own freshness.
+fn storable_with_rule_ttl(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 200 | 203 | 300 | 301 | 308)
+}
+
+/// What to do with a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Store(Freshness),
+    /// Not stored, with the reason (shown in `Cache-Status: ...; detail=`).
+    NoStore(&'static str),
+}
+
+/// Freshness of a response about to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freshness {
+    pub fresh_ms: u64,
+    pub swr_ms: u64,
+    pub sie_ms: u64,
+    pub must_revalidate: bool,
+    pub tags: Vec<String>,
+}
+
+impl Freshness {
+    /// How long the store should keep the entry: fresh plus the longest stale window,
+    /// capped by [`MAX_ENTRY_LIFETIME`].
+    pub fn keep_for(&self, age_ms: u64) -> Duration {
+        let ms = self
+            .fresh_ms
+            .saturating_sub(age_ms)
+            .saturating_add(self.swr_ms.max(self.sie_ms))
+            .max(1000);
+        Duration::from_millis(ms).min(MAX_ENTRY_LIFETIME)
+    }
+}
+
+fn parse_http_date(headers: &HeaderMap, name: http::HeaderName) -> Option<Result<u64, ()>> {
+    let v = headers.get(name)?;
+    Some(
+        v.to_str()
+            .ok()
+            .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .ok_or(()),
+    )
+}
+
+/// RFC 9111 §4.2.3: the corrected initial age of a response received at `response_ms`
+/// for a request sent at `request_ms`.
+pub fn initial_age_ms(headers: &HeaderMap, request_ms: u64, response_ms: u64) -> u64 {
+    let date = parse_http_date(headers, DATE).and_then(|r| r.ok());
+    let apparent = date.map_or(0, |d| response_ms.saturating_sub(d));
+    let age_value = headers
+        .get(http::header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    let delay = response_ms.saturating_sub(request_ms);
+    apparent.max(age_value.saturating_add(delay))
+}
+
+/// Tags of a response: the origin's `Cache-Tag` and `Surrogate-Key` (comma- or
+/// space-separated) and the rule's, deduplicated; at most 64 of at most 128 bytes each.
+pub fn tags(headers: &HeaderMap, rule: Option<&Rule>) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    let origin = ["cache-tag", "surrogate-key"]
+        .into_iter()
+        .flat_map(|h| headers.get_all(h).iter())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split([',', ' ']))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 128);
+    for t in origin.chain(rule.iter().flat_map(|r| r.tags.iter().map(String::as_str))) {
+        if tags.len() < 64 && !tags.iter().any(|x| x == t) {
+            tags.push(t.to_string());
+        }
+    }
+    tags
+}
+
+/// Decides whether a response to a GET may be stored, and with what freshness.
+///
+/// `response_ms` is when it was received, `age_ms` its corrected initial age.
+pub fn decide(
+    rule: Option<&Rule>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    response_ms: u64,
+) -> Decision {
+    if status.is_server_error() {
+        return Decision::NoStore("server-error");
+    }
+    if status == StatusCode::PARTIAL_CONTENT || status.is_informational() {
+        return Decision::NoStore("partial");
+    }
+    // A response that sets a cookie belongs to one client; no rule makes it shared.
+    if headers.contains_key(SET_COOKIE) {
+        return Decision::NoStore("set-cookie");
+    }
+    let cc = CacheControl::parse(headers);
+    let overriding = rule.is_some_and(|r| r.override_origin && r.ttl.is_some());
+    if !overriding {
+        if cc.no_store {
+            return Decision::NoStore("no-store");
+        }
+        if cc.private {
+            return Decision::NoStore("private");
+        }
+        if cc.no_cache {
+            return Decision::NoStore("no-cache");
+        }
+    }
+    // Variants: only the request headers of the rule's `key_headers` are in the key, so a
+    // response that varies on anything else cannot be stored under it.
+    for line in headers.get_all(VARY) {
+        let Ok(line) = line.to_str() else {
+            return Decision::NoStore("vary");
+        };
+        for name in line.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let covered = rule.is_some_and(|r| {
+                r.key_headers
+                    .iter()
+                    .any(|k| k.as_str().eq_ignore_ascii_case(name))
+            });
+            if name == "*" || !covered {
+                return Decision::NoStore("vary");
+            }
+        }
+    }
+
+    let rule_ttl = rule.and_then(|r| r.ttl).map(|d| d.as_millis() as u64);
+    let origin_ms: Option<u64> = if let Some(v) = cc.s_maxage {
+        Some(v.map_or(0, |s| s.saturating_mul(1000)))
+    } else if let Some(v) = cc.max_age {
+        Some(v.map_or(0, |s| s.saturating_mul(1000)))
+    } else {
+        match parse_http_date(headers, EXPIRES) {
+            None => None,
+            Some(Err(())) => Some(0), // an invalid Expires means "already expired"
+            Some(Ok(exp)) => {
+                let date = parse_http_date(headers, DATE)
+                    .and_then(|r| r.ok())
+                    .unwrap_or(response_ms);
+                Some(exp.saturating_sub(date))
+            }
+        }
+    };
+
+    let fresh_ms = match (overriding, origin_ms, rule_ttl) {
+        (true, _, Some(t)) if storable_with_rule_ttl(status) || status == StatusCode::NOT_FOUND => {
+            t
+        }
+        (false, Some(o), _) if storable_with_origin_freshness(status) => o,
+        (false, None, Some(t)) if storable_with_rule_ttl(status) => t,
+        (_, None, None) => return Decision::NoStore("no-freshness"),
+        _ => return Decision::NoStore("status"),
+    };
+    let secs = |s: u64| s.saturating_mul(1000);
+    let rule_ms = |d: fn(&Rule) -> Duration| rule.map_or(0, |r| d(r).as_millis() as u64);
+    let (mut swr_ms, mut sie_ms) = (
+        rule_ms(|r| r.stale_while_revalidate),
+        rule_ms(|r| r.stale_if_error),
+    );
+    if !overriding {
+        if let Some(s) = cc.stale_while_revalidate {
+            swr_ms = secs(s);
+        }
+        if let Some(s) = cc.stale_if_error {
+            sie_ms = secs(s);
+        }
+    }
+    let must_revalidate = !overriding && (cc.must_revalidate || cc.proxy_revalidate);
+    if must_revalidate {
+        (swr_ms, sie_ms) = (0, 0);
+    }
+    if fresh_ms == 0 && swr_ms == 0 && sie_ms == 0 {
+        return Decision::NoStore("stale");
+    }
+    Decision::Store(Freshness {
+        fresh_ms,
+        swr_ms,
+        sie_ms,
+        must_revalidate,
+        tags: tags(headers, rule),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        m
+    }
+
+    fn rules(toml: &str) -> Config {
+        Config::parse("t", toml).unwrap()
+    }
+
+    #[test]
+    fn cache_control_parsing() {
+        let cc = CacheControl::parse(&h(&[
+            ("cache-control", "Max-Age=60, s-maxage=\"30\", foo=\"a,b\""),
+            ("cache-control", "stale-while-revalidate=5"),
+        ]));
+        assert_eq!(cc.max_age, Some(Some(60)));
+        assert_eq!(cc.s_maxage, Some(Some(30)));
+        assert_eq!(cc.stale_while_revalidate, Some(5));
+        let dup = CacheControl::parse(&h(&[("cache-control", "max-age=60, max-age=70")]));
+        assert_eq!(dup.max_age, Some(None));
+        let bad = CacheControl::parse(&h(&[("cache-control", "max-age=soon")]));
+        assert_eq!(bad.max_age, Some(None));
+    }
+
+    #[test]
+    fn no_rule_needs_origin_freshness() {
+        let ok = StatusCode::OK;
+        assert_eq!(
+            decide(None, ok, &h(&[]), 0),
+            Decision::NoStore("no-freshness")
+        );
+        let Decision::Store(f) = decide(
+            None,
+            ok,
+            &h(&[("cache-control", "max-age=60, s-maxage=10")]),
+            0,
+        ) else {
+            panic!()
+        };
+        assert_eq!(f.fresh_ms, 10_000);
+        assert_eq!(
+            decide(None, ok, &h(&[("cache-control", "max-age=60, private")]), 0),
+            Decision::NoStore("private")
+        );
+        let exp = h(&[
+            ("date", "Tue, 24 Nov 2026 10:00:00 GMT"),
+            ("expires", "Tue, 24 Nov 2026 10:05:00 GMT"),
+        ]);
+        let Decision::Store(f) = decide(None, ok, &exp, 0) else {
+            panic!()
+        };
+        assert_eq!(f.fresh_ms, 300_000);
+        assert_eq!(
+            decide(
+                None,
+                StatusCode::BAD_GATEWAY,
+                &h(&[("cache-control", "max-age=60")]),
+                0
+            ),
+            Decision::NoStore("server-error")
+        );
+    }
+
+    #[test]
+    fn rules_supply_and_override() {
+        let c = rules("[[rules]]\npath=\"/\"\nttl=\"1h\"\nstale_while_revalidate=\"10m\"\n");
+        let r = c.rule_for("/x");
+        let Decision::Store(f) = decide(r, StatusCode::OK, &h(&[]), 0) else {
+            panic!()
+        };
+        assert_eq!((f.fresh_ms, f.swr_ms), (3_600_000, 600_000));
+        // The origin's own freshness wins without override.
+        let Decision::Store(f) =
+            decide(r, StatusCode::OK, &h(&[("cache-control", "max-age=5")]), 0)
+        else {
+            panic!()
+        };
+        assert_eq!(f.fresh_ms, 5000);
+        assert_eq!(
+            decide(r, StatusCode::OK, &h(&[("cache-control", "no-store")]), 0),
+            Decision::NoStore("no-store")
+        );
+        let c = rules("[[rules]]\npath=\"/\"\nttl=\"1h\"\noverride_origin=true\n");
+        let r = c.rule_for("/x");
+        let Decision::Store(f) = decide(
+            r,
+            StatusCode::OK,
+            &h(&[("cache-control", "no-store, max-age=5")]),
+            0,
+        ) else {
+            panic!()
+        };
+        assert_eq!(f.fresh_ms, 3_600_000);
+        assert_eq!(
+            decide(r, StatusCode::OK, &h(&[("set-cookie", "a=b")]), 0),
+            Decision::NoStore("set-cookie")
+        );
+    }
+
+    #[test]
+    fn age_arithmetic() {
+        let hd = h(&[("date", "Tue, 24 Nov 2026 10:00:00 GMT"), ("age", "30")]);
+        let date_ms = httpdate::parse_http_date("Tue, 24 Nov 2026 10:00:00 GMT")
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        // Received 10 s after Date, request took 2 s, Age says 30 s: 32 s.
+        assert_eq!(
+            initial_age_ms(&hd, date_ms + 8000, date_ms + 10_000),
+            32_000
+        );
+    }
+
+    #[test]
+    fn tags_merge() {
+        let c = rules("[[rules]]\npath=\"/\"\ntags=[\"analytics\", \"sales\"]\n");
+        let t = tags(
+            &h(&[("cache-tag", "sales, finance"), ("surrogate-key", "a b")]),
+            c.rule_for("/"),
+        );
+        assert_eq!(t, vec!["sales", "finance", "a", "b", "analytics"]);
+    }
+}

@@ -1,0 +1,378 @@
+//! Invalidation by purge records, applied at lookup time.
+//!
+//! A purge never walks the keyspace. It appends one numbered record to the store's purge log
+//! (for Redis: one `INCR` and one `ZADD`, in one script) and every instance keeps the whole
+//! log in memory as a [`PurgeTable`]. Every entry carries the log's sequence number as it
+//! was when its fill *started*; on lookup, a record that matches the entry (same URL, a
+//! prefix of its path, or one of its tags) and is numbered above the entry's is in force:
+//! a hard purge makes it a miss, a soft purge makes it stale (served at once while one
+//! refresh runs). Consequences:
+//! - exact, prefix and tag purges all cost one write, whatever the number of entries;
+//! - a fill that started before a purge and finishes after it stores an entry that the
+//!   purge already covers, so it is never served as fresh;
+//! - records are kept as long as the longest an entry may live
+//!   ([`crate::policy::MAX_ENTRY_LIFETIME`]), then dropped: nothing they covered survives.
+//!
+//! Shared stores are polled for a new sequence number every [`POLL_EVERY`], so a purge
+//! answered by one instance is in force on all of them within that bound (and at once on
+//! the instance that answered, which applies its record before answering).
+
+use crate::entry::Entry;
+use crate::store::{Store, StoreResult};
+use arc_swap::ArcSwap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often an instance on a shared store checks for purges issued elsewhere.
+pub const POLL_EVERY: Duration = Duration::from_millis(40);
+
+/// What a purge covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// One normalized URL (path and query), every `key_headers` variant of it.
+    Url(String),
+    /// Every entry whose normalized path starts with this.
+    Prefix(String),
+    /// Every entry carrying this tag.
+    Tag(String),
+}
+
+/// One purge as asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeRequest {
+    pub targets: Vec<Target>,
+    pub soft: bool,
+}
+
+/// A purge as logged: numbered, and dropped after `expires_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeRecord {
+    pub seq: u64,
+    pub req: PurgeRequest,
+    pub expires_ms: u64,
+}
+
+impl PurgeRequest {
+    /// Text form used as a Redis sorted-set member: `h|s`, then one `u/p/t` + target per
+    /// line. Targets are normalized URLs, paths or tags, which hold no newline.
+    pub fn encode(&self, expires_ms: u64) -> String {
+        let mut s = format!("{}{}", if self.soft { 's' } else { 'h' }, expires_ms);
+        for t in &self.targets {
+            let (c, v) = match t {
+                Target::Url(v) => ('u', v),
+                Target::Prefix(v) => ('p', v),
+                Target::Tag(v) => ('t', v),
+            };
+            s.push('\n');
+            s.push(c);
+            s.push_str(v);
+        }
+        s
+    }
+
+    /// Parses [`Self::encode`]'s output; `None` for anything else.
+    pub fn decode(s: &str) -> Option<(PurgeRequest, u64)> {
+        let mut lines = s.split('\n');
+        let head = lines.next()?;
+        let soft = match head.as_bytes().first()? {
+            b's' => true,
+            b'h' => false,
+            _ => return None,
+        };
+        let expires_ms = head[1..].parse().ok()?;
+        let mut targets = Vec::new();
+        for l in lines {
+            let v = l.get(1..)?.to_string();
+            targets.push(match l.as_bytes().first()? {
+                b'u' => Target::Url(v),
+                b'p' => Target::Prefix(v),
+                b't' => Target::Tag(v),
+                _ => return None,
+            });
+        }
+        Some((PurgeRequest { targets, soft }, expires_ms))
+    }
+}
+
+/// What the purge log says of one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Valid,
+    /// Soft-purged: serve stale while one refresh runs.
+    Stale,
+    /// Purged: a miss.
+    Gone,
+}
+
+/// The latest hard and soft purge numbers of one target.
+#[derive(Debug, Clone, Copy, Default)]
+struct Marks {
+    hard: u64,
+    soft: u64,
+    expires_ms: u64,
+}
+
+impl Marks {
+    fn verdict(&self, seq: u64) -> Verdict {
+        if self.hard > seq {
+            Verdict::Gone
+        } else if self.soft > seq {
+            Verdict::Stale
+        } else {
+            Verdict::Valid
+        }
+    }
+}
+
+/// The purge log of one store, as one instance knows it.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeTable {
+    /// Every record numbered up to this is applied (records above it may be, too).
+    pub seq: u64,
+    /// The highest record number applied.
+    top: u64,
+    urls: HashMap<String, Marks>,
+    prefixes: HashMap<String, Marks>,
+    /// Lengths of the prefixes present, so a lookup tries only those.
+    prefix_lens: BTreeSet<usize>,
+    tags: HashMap<String, Marks>,
+}
+
+impl PurgeTable {
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty() && self.prefixes.is_empty() && self.tags.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.urls.len() + self.prefixes.len() + self.tags.len()
+    }
+
+    fn apply(&mut self, r: &PurgeRecord) {
+        for t in &r.req.targets {
+            let (map, key) = match t {
+                Target::Url(u) => (&mut self.urls, u),
+                Target::Prefix(p) => {
+                    self.prefix_lens.insert(p.len());
+                    (&mut self.prefixes, p)
+                }
+                Target::Tag(g) => (&mut self.tags, g),
+            };
+            let m = map.entry(key.clone()).or_default();
+            if r.req.soft {
+                m.soft = m.soft.max(r.seq);
+            } else {
+                m.hard = m.hard.max(r.seq);
+            }
+            m.expires_ms = m.expires_ms.max(r.expires_ms);
+        }
+        self.top = self.top.max(r.seq);
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        let live = |_: &String, m: &mut Marks| m.expires_ms > now_ms;
+        self.urls.retain(live);
+        self.tags.retain(live);
+        self.prefixes.retain(live);
+        self.prefix_lens = self.prefixes.keys().map(String::len).collect();
+    }
+
+    /// The strongest verdict of every record that covers `entry`.
+    pub fn verdict(&self, entry: &Entry) -> Verdict {
+        if self.is_empty() || entry.purge_seq >= self.top {
+            return Verdict::Valid;
+        }
+        let mut v = Verdict::Valid;
+        let mut see = |m: Option<&Marks>| {
+            if let Some(m) = m {
+                match m.verdict(entry.purge_seq) {
+                    Verdict::Gone => v = Verdict::Gone,
+                    Verdict::Stale if v == Verdict::Valid => v = Verdict::Stale,
+                    _ => {}
+                }
+            }
+        };
+        see(self.urls.get(&entry.url));
+        let path = entry.url.split('?').next().unwrap_or("");
+        for &len in &self.prefix_lens {
+            if let Some(p) = path.get(..len) {
+                see(self.prefixes.get(p));
+            }
+        }
+        for t in &entry.tags {
+            see(self.tags.get(t));
+        }
+        v
+    }
+}
+
+/// One instance's view of the purge log, kept current with the store.
+#[derive(Clone)]
+pub struct Purges {
+    table: Arc<ArcSwap<PurgeTable>>,
+    store: Arc<dyn Store>,
+    clock: crate::clock::Clock,
+}
+
+impl Purges {
+    /// Loads the whole log from the store (an empty table when the store is down: the
+    /// poller catches up once it answers).
+    pub async fn load(store: Arc<dyn Store>, clock: crate::clock::Clock) -> Purges {
+        let p = Purges {
+            table: Arc::new(ArcSwap::from_pointee(PurgeTable::default())),
+            store,
+            clock,
+        };
+        if let Err(e) = p.sync().await {
+            tracing::warn!(error = %e, "could not load the purge log; will retry");
+        }
+        p
+    }
+
+    /// The table now; cheap, for the hit path.
+    pub fn table(&self) -> arc_swap::Guard<Arc<PurgeTable>> {
+        self.table.load()
+    }
+
+    /// The number a fill starting now records in its entry.
+    pub fn seq(&self) -> u64 {
+        self.table.load().seq
+    }
+
+    fn merge(&self, seq: u64, records: &[PurgeRecord]) {
+        let now = self.clock.now_ms();
+        self.table.rcu(|cur| {
+            let mut t = PurgeTable::clone(cur);
+            for r in records {
+                t.apply(r);
+            }
+            t.seq = t.seq.max(seq);
+            t.expire(now);
+            t
+        });
+    }
+
+    /// Fetches and applies records issued since the last one applied.
+    pub async fn sync(&self) -> StoreResult<()> {
+        let have = self.seq();
+        let (seq, records) = self.store.purge_since(have).await?;
+        if seq != have || !records.is_empty() {
+            self.merge(seq, &records);
+        }
+        Ok(())
+    }
+
+    /// Logs a purge in the store and applies it here at once; returns its number.
+    pub async fn purge(&self, req: PurgeRequest) -> StoreResult<u64> {
+        let expires = self.clock.now_ms() + crate::policy::MAX_ENTRY_LIFETIME.as_millis() as u64;
+        let seq = self.store.purge_add(&req, expires).await?;
+        self.merge(
+            0,
+            &[PurgeRecord {
+                seq,
+                req,
+                expires_ms: expires,
+            }],
+        );
+        // Records numbered between what we had and `seq` were written by other instances.
+        if let Err(e) = self.sync().await {
+            tracing::warn!(error = %e, "purge log sync failed");
+        }
+        Ok(seq)
+    }
+
+    /// Polls a shared store for purges made by other instances, until `shutdown`.
+    pub async fn poll(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        if !self.store.shared() {
+            return;
+        }
+        let mut tick = tokio::time::interval(POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.store.purge_seq().await {
+                Ok(seq) if seq != self.seq() => {
+                    if let Err(e) = self.sync().await {
+                        tracing::debug!(error = %e, "purge log sync failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "purge log poll failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(url: &str, tags: &[&str], seq: u64) -> Entry {
+        Entry {
+            status: http::StatusCode::OK,
+            flags: 0,
+            stored_at_ms: 0,
+            initial_age_ms: 0,
+            fresh_ms: 1000,
+            swr_ms: 0,
+            sie_ms: 0,
+            purge_seq: seq,
+            url: url.into(),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            headers: Default::default(),
+            body: Default::default(),
+        }
+    }
+
+    fn rec(seq: u64, soft: bool, targets: Vec<Target>) -> PurgeRecord {
+        PurgeRecord {
+            seq,
+            req: PurgeRequest { targets, soft },
+            expires_ms: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let mut t = PurgeTable {
+            seq: 3,
+            ..Default::default()
+        };
+        t.apply(&rec(
+            1,
+            false,
+            vec![Target::Prefix("/analytics/sal".into())],
+        ));
+        t.apply(&rec(2, true, vec![Target::Tag("finance".into())]));
+        t.apply(&rec(3, false, vec![Target::Url("/x?a=1".into())]));
+        assert_eq!(
+            t.verdict(&entry("/analytics/sales?r=eu", &[], 0)),
+            Verdict::Gone
+        );
+        assert_eq!(
+            t.verdict(&entry("/analytics/sales?r=eu", &[], 1)),
+            Verdict::Valid
+        );
+        assert_eq!(
+            t.verdict(&entry("/analytics/other", &[], 0)),
+            Verdict::Valid
+        );
+        assert_eq!(t.verdict(&entry("/a", &["finance"], 1)), Verdict::Stale);
+        assert_eq!(t.verdict(&entry("/a", &["finance"], 2)), Verdict::Valid);
+        assert_eq!(t.verdict(&entry("/x?a=1", &["finance"], 0)), Verdict::Gone);
+        assert_eq!(t.verdict(&entry("/x?a=2", &[], 0)), Verdict::Valid);
+    }
+
+    #[test]
+    fn record_text_round_trip() {
+        let r = PurgeRequest {
+            targets: vec![Target::Url("/a?b=1".into()), Target::Tag("t".into())],
+            soft: true,
+        };
+        assert_eq!(PurgeRequest::decode(&r.encode(99)), Some((r, 99)));
+        assert_eq!(PurgeRequest::decode("x1\nq"), None);
+    }
+}

@@ -1,0 +1,232 @@
+//! Redis and Redis Cluster: the store shared by every instance.
+//!
+//! One `GET` per lookup, one `SET ... PX` per fill (Redis reclaims entries on its own), and
+//! for purges two keys under one hash tag, so that the purge scripts run on one shard of a
+//! cluster too:
+//! - `slate:<ns>:{purge}:seq`: the purge sequence number (`INCR`ed by each purge);
+//! - `slate:<ns>:{purge}:log`: a sorted set of purge records scored by their number.
+//!
+//! The connection (a `ConnectionManager`, or a cluster connection) reconnects on its own; a
+//! failed command is reported to the caller, which fails open (treats it as a miss).
+
+use super::{Store, StoreError, StoreResult};
+use crate::entry::Entry;
+use crate::purge::{PurgeRecord, PurgeRequest};
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
+use redis::aio::ConnectionLike;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ADD_SCRIPT: &str = r#"
+local seq = redis.call('INCR', KEYS[1])
+redis.call('ZADD', KEYS[2], seq, ARGV[1])
+local old = redis.call('ZRANGE', KEYS[2], 0, 31)
+for _, m in ipairs(old) do
+  local exp = tonumber(string.match(m, '^[hs](%d+)'))
+  if exp and exp < tonumber(ARGV[2]) then redis.call('ZREM', KEYS[2], m) else break end
+end
+return seq
+"#;
+
+const SINCE_SCRIPT: &str = r#"
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local recs = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], seq, 'WITHSCORES')
+return {seq, recs}
+"#;
+
+pub struct RedisStore<C> {
+    conn: C,
+    name: &'static str,
+    seq_key: String,
+    log_key: String,
+    add: redis::Script,
+    since: redis::Script,
+    timeout: Duration,
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout
+    } else {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Connects to one Redis server. The connection is made lazily, so slate starts (and serves,
+/// uncached) even while Redis is down.
+pub fn connect(
+    url: &str,
+    namespace: &str,
+    timeout: Duration,
+) -> StoreResult<RedisStore<redis::aio::ConnectionManager>> {
+    let client = redis::Client::open(url).map_err(unavailable)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(timeout))
+        .set_connection_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1));
+    let conn =
+        redis::aio::ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+    Ok(RedisStore::with(conn, "redis", namespace, timeout))
+}
+
+/// Connects to a Redis Cluster through its seed nodes.
+pub async fn connect_cluster(
+    nodes: &[String],
+    namespace: &str,
+    timeout: Duration,
+) -> StoreResult<RedisStore<redis::cluster_async::ClusterConnection>> {
+    let client = redis::cluster::ClusterClient::builder(nodes.to_vec())
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        .retries(2)
+        .build()
+        .map_err(unavailable)?;
+    let conn = client.get_async_connection().await.map_err(unavailable)?;
+    Ok(RedisStore::with(conn, "redis-cluster", namespace, timeout))
+}
+
+impl<C> RedisStore<C> {
+    fn with(conn: C, name: &'static str, namespace: &str, timeout: Duration) -> Self {
+        RedisStore {
+            conn,
+            name,
+            seq_key: format!("slate:{namespace}:{{purge}}:seq"),
+            log_key: format!("slate:{namespace}:{{purge}}:log"),
+            add: redis::Script::new(ADD_SCRIPT),
+            since: redis::Script::new(SINCE_SCRIPT),
+            timeout,
+        }
+    }
+}
+
+impl<C> RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    /// Runs one command with the store's timeout on top of the connection's own (which a
+    /// connection stuck in reconnecting does not always apply).
+    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> StoreResult<T> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+}
+
+impl<C> Store for RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<Arc<Entry>>>> {
+        async move {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(key);
+            let raw: Option<Vec<u8>> = self.run(cmd).await?;
+            Ok(raw.and_then(|v| match Entry::decode(Bytes::from(v)) {
+                Ok(e) => Some(Arc::new(e)),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "unusable entry in Redis; treating it as a miss");
+                    None
+                }
+            }))
+        }
+        .boxed()
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<Entry>,
+        keep: Duration,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key)
+                .arg(entry.encode().as_ref())
+                .arg("PX")
+                .arg(keep.as_millis().max(1) as u64);
+            self.run::<()>(cmd).await
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(key);
+            self.run::<()>(cmd).await
+        }
+        .boxed()
+    }
+
+    fn purge_add<'a>(
+        &'a self,
+        req: &'a PurgeRequest,
+        expires_ms: u64,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        async move {
+            let now_ms =
+                expires_ms.saturating_sub(crate::policy::MAX_ENTRY_LIFETIME.as_millis() as u64);
+            let mut conn = self.conn.clone();
+            let mut inv = self.add.key(&self.seq_key);
+            inv.key(&self.log_key)
+                .arg(req.encode(expires_ms))
+                .arg(now_ms);
+            match tokio::time::timeout(self.timeout, inv.invoke_async::<u64>(&mut conn)).await {
+                Ok(r) => r.map_err(unavailable),
+                Err(_) => Err(StoreError::Timeout),
+            }
+        }
+        .boxed()
+    }
+
+    fn purge_since(&self, seq: u64) -> BoxFuture<'_, StoreResult<(u64, Vec<PurgeRecord>)>> {
+        async move {
+            let mut conn = self.conn.clone();
+            let mut inv = self.since.key(&self.seq_key);
+            inv.key(&self.log_key).arg(seq);
+            let (cur, flat): (u64, Vec<String>) =
+                match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
+                    Ok(r) => r.map_err(unavailable)?,
+                    Err(_) => return Err(StoreError::Timeout),
+                };
+            let mut out = Vec::with_capacity(flat.len() / 2);
+            for pair in flat.chunks_exact(2) {
+                let (Some((req, expires_ms)), Ok(seq)) =
+                    (PurgeRequest::decode(&pair[0]), pair[1].parse::<u64>())
+                else {
+                    tracing::warn!(record = %pair[0], "unreadable purge record skipped");
+                    continue;
+                };
+                out.push(PurgeRecord {
+                    seq,
+                    req,
+                    expires_ms,
+                });
+            }
+            Ok((cur, out))
+        }
+        .boxed()
+    }
+
+    fn purge_seq(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        async move {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(&self.seq_key);
+            let v: Option<u64> = self.run(cmd).await?;
+            Ok(v.unwrap_or(0))
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,165 @@
+//! The legacy reporting service behind slate: a pooled hyper client and header hygiene.
+
+use crate::body::ProxyBody;
+use crate::config::UpstreamConfig;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::error::Error as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Why the upstream gave no usable response. Mapped to 502/504 in [`crate::error`].
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("upstream response broke off: {0}")]
+    Broken(String),
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Request headers that can change what the origin answers without being part of the
+/// cache key: stripped from every request whose answer may be stored (cache poisoning).
+pub const UNKEYED_REQUEST_HEADERS: [&str; 7] = [
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-server",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "forwarded",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        h.remove(n);
+    }
+    h.remove(header::UPGRADE);
+}
+
+pub struct Upstream {
+    client: Client<HttpConnector, ProxyBody>,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(cfg.connect_timeout));
+        conn.set_nodelay(true);
+        conn.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(conn);
+        Upstream { client }
+    }
+
+    /// Sends `req` (whose URI is the path and query only) to the upstream, within `timeout`
+    /// for the response head. A request without a body that fails because a pooled
+    /// keep-alive connection was closed under it is retried once on a fresh connection.
+    pub async fn send(
+        &self,
+        cfg: &UpstreamConfig,
+        mut req: Request<ProxyBody>,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let uri: http::Uri = format!("{}{}", cfg.base, pq)
+            .parse()
+            .map_err(|e| UpstreamError::Unreachable(format!("bad upstream URI: {e}")))?;
+        *req.uri_mut() = uri;
+        *req.version_mut() = http::Version::HTTP_11;
+        let h = req.headers_mut();
+        strip_hop_by_hop(h);
+        if let Ok(v) = HeaderValue::from_str(cfg.authority.as_str()) {
+            h.insert(header::HOST, v);
+        }
+        h.append(header::VIA, HeaderValue::from_static("1.1 slate"));
+        if let Some(ip) = client_ip {
+            let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip.to_string(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&xff) {
+                h.insert("x-forwarded-for", v);
+            }
+        }
+        let retry = matches!(req.body(), ProxyBody::Empty).then(|| {
+            let mut r = Request::new(ProxyBody::Empty);
+            *r.method_mut() = req.method().clone();
+            *r.uri_mut() = req.uri().clone();
+            *r.headers_mut() = req.headers().clone();
+            r
+        });
+        let attempt = async {
+            match self.client.request(req).await {
+                Err(e) if retry.is_some() && is_stale_connection(&e) => {
+                    tracing::debug!(error = %e, "pooled upstream connection was closed; retrying once");
+                    match retry {
+                        Some(r) => self.client.request(r).await,
+                        None => unreachable!(),
+                    }
+                }
+                r => r,
+            }
+        };
+        match tokio::time::timeout(cfg.timeout, attempt).await {
+            Err(_) => Err(UpstreamError::Timeout(cfg.timeout)),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable(describe(&e))),
+            Ok(Ok(mut resp)) => {
+                strip_hop_by_hop(resp.headers_mut());
+                Ok(resp)
+            }
+        }
+    }
+}
+
+/// The pooled connection was closed by the upstream before it answered.
+fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return false;
+    }
+    let mut src = e.source();
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message() || h.is_canceled() || h.is_closed();
+        }
+        src = s.source();
+    }
+    false
+}
+
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
