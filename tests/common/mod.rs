@@ -1,0 +1,424 @@
+//! Test harness: a real `redis-server` on a free port, an in-process slow origin on hyper,
+//! and slate instances started in-process on port 0.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use slate::clock::Clock;
+use slate::config::Config;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A real redis-server, killed on drop. Panics (never skips) when redis-server is missing.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "slate-test-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> RedisServer {
+        let dir = TempDir::new("redis");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is required for these tests (apt-get install redis-server); it could not be started");
+        let r = RedisServer {
+            port,
+            child,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if r.cli(&["PING"]).trim() == "PONG" {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server on port {port} did not answer PING");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs redis-cli against this server and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is required for these tests");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What the test origin answers: status, headers, body, and how long it takes.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<Bytes>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![],
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn status(mut self, s: u16) -> Self {
+        self.status = s;
+        self
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay = d;
+        self
+    }
+}
+
+pub type Handler = Arc<dyn Fn(&http::request::Parts, usize) -> Reply + Send + Sync>;
+
+/// An in-process origin on hyper that counts the requests it gets, per path and query.
+pub struct Origin {
+    pub addr: SocketAddr,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    total: Arc<AtomicUsize>,
+    pub last_headers: Arc<Mutex<Option<HeaderMap>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Origin {
+    /// An origin answering with `f(request, n)`, where n counts requests for that URL from 1.
+    pub async fn start(
+        f: impl Fn(&http::request::Parts, usize) -> Reply + Send + Sync + 'static,
+    ) -> Origin {
+        let handler: Handler = Arc::new(f);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Default::default();
+        let total = Arc::new(AtomicUsize::new(0));
+        let last_headers: Arc<Mutex<Option<HeaderMap>>> = Default::default();
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let (h2, t2, l2) = (hits.clone(), total.clone(), last_headers.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                    _ = &mut stopped => return,
+                };
+                let (handler, hits, total, last) =
+                    (handler.clone(), h2.clone(), t2.clone(), l2.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (handler, hits, total, last) =
+                            (handler.clone(), hits.clone(), total.clone(), last.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let _ = body.collect().await;
+                            let pq = parts
+                                .uri
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
+                            let n = {
+                                let mut m = hits.lock().unwrap();
+                                let c = m.entry(pq).or_insert(0);
+                                *c += 1;
+                                *c
+                            };
+                            total.fetch_add(1, Ordering::SeqCst);
+                            *last.lock().unwrap() = Some(parts.headers.clone());
+                            let reply = handler(&parts, n);
+                            if !reply.delay.is_zero() {
+                                tokio::time::sleep(reply.delay).await;
+                            }
+                            let mut r = Response::new(Full::new(reply.body));
+                            *r.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+                            for (k, v) in reply.headers {
+                                r.headers_mut().append(
+                                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                                    v.parse().unwrap(),
+                                );
+                            }
+                            Ok::<_, Infallible>(r)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Origin {
+            addr,
+            hits,
+            total,
+            last_headers,
+            _stop: stop,
+        }
+    }
+
+    /// Requests seen for this exact path and query.
+    pub fn hits(&self, pq: &str) -> usize {
+        self.hits.lock().unwrap().get(pq).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Which store a test runs against.
+#[derive(Clone, Debug)]
+pub enum StoreUnderTest {
+    Memory,
+    Redis(String),
+}
+
+impl StoreUnderTest {
+    pub fn toml(&self) -> String {
+        match self {
+            StoreUnderTest::Memory => "[store]\nkind = \"memory\"\nl1 = \"0\"\n".into(),
+            StoreUnderTest::Redis(url) => {
+                format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\nl1 = \"0\"\n")
+            }
+        }
+    }
+}
+
+/// A slate instance running in-process on port 0.
+pub struct Slate {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub clock: Clock,
+    pub instance: slate::Instance,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Slate {
+    /// Starts slate with `extra` TOML appended to an `[upstream]` pointing at `origin`.
+    pub async fn start(origin: &str, store: &StoreUnderTest, extra: &str) -> Slate {
+        Self::start_with_clock(origin, store, extra, Clock::system()).await
+    }
+
+    pub async fn start_with_clock(
+        origin: &str,
+        store: &StoreUnderTest,
+        extra: &str,
+        clock: Clock,
+    ) -> Slate {
+        Self::start_full(origin, store, "", extra, clock).await
+    }
+
+    /// `store_keys` go into `[store]`, `extra` after everything.
+    pub async fn start_full(
+        origin: &str,
+        store: &StoreUnderTest,
+        store_keys: &str,
+        extra: &str,
+        clock: Clock,
+    ) -> Slate {
+        let text = format!(
+            "[upstream]\nurl = \"{origin}\"\ntimeout = \"10s\"\n{}{store_keys}\n{extra}",
+            store.toml()
+        );
+        let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let instance = slate::Instance::start(config, clock.clone())
+            .await
+            .expect("slate starts");
+        Self::serve(instance, clock).await
+    }
+
+    pub async fn serve(instance: slate::Instance, clock: Clock) -> Slate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let inst = instance.clone();
+        let done = tokio::spawn(async move {
+            inst.serve(listener, Some(admin), async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Slate {
+            addr,
+            admin: admin_addr,
+            clock,
+            instance,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    pub fn url(&self, pq: &str) -> String {
+        format!("http://{}{}", self.addr, pq)
+    }
+
+    pub fn admin_url(&self, pq: &str) -> String {
+        format!("http://{}{}", self.admin, pq)
+    }
+
+    /// Stops it and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(d) = self.done.take() {
+            let _ = d.await;
+        }
+    }
+}
+
+/// A response read whole.
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn cache_status(&self) -> String {
+        self.header("cache-status")
+    }
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends one request and reads the whole answer.
+pub async fn send(
+    c: &HttpClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Got {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let resp = c
+        .request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(c: &HttpClient, url: &str) -> Got {
+    send(c, "GET", url, &[], "").await
+}
+
+/// Generates one `#[tokio::test]` per scenario and store: `memory::name` and `redis::name`
+/// (each Redis test starts its own redis-server).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::StoreUnderTest::Memory).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let r = $crate::common::RedisServer::start();
+                    super::$name($crate::common::StoreUnderTest::Redis(r.url())).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,320 @@
+//! Failure paths, header hygiene, Redis layout and the command line.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const RULE: &str = "[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
+
+/// An origin that promises 1000 bytes and sends 500 before closing, `times` times, then
+/// answers properly.
+async fn truncating_origin(
+    times: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n2 = n.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            let i = n2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                if i < times {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\ncache-control: max-age=600\r\n\r\n";
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(&[b'a'; 500]).await;
+                } else {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncache-control: max-age=600\r\nconnection: close\r\n\r\nwhole";
+                    let _ = s.write_all(head.as_bytes()).await;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (format!("http://{addr}"), n)
+}
+
+async fn truncated_body_never_stored(store: StoreUnderTest) {
+    let (url, count) = truncating_origin(1).await;
+    let slate = Slate::start(&url, &store, "").await;
+    let c = client();
+    let a = get(&c, &slate.url("/t")).await;
+    assert_eq!(
+        a.status,
+        502,
+        "a broken body is an upstream failure: {}",
+        a.text()
+    );
+    assert!(a.text().contains("error"));
+    let b = get(&c, &slate.url("/t")).await;
+    assert_eq!(b.text(), "whol", "the second request went upstream again");
+    assert!(b.cache_status().contains("stored"));
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+    slate.stop().await;
+}
+
+async fn upstream_down_is_502_and_slow_is_504(store: StoreUnderTest) {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let slate = Slate::start(&dead, &store, RULE).await;
+    let c = client();
+    let g = get(&c, &slate.url("/x")).await;
+    assert_eq!(g.status, 502);
+    let j: serde_json::Value = serde_json::from_slice(&g.body).expect("JSON error body");
+    assert_eq!(j["status"], 502);
+    assert!(
+        g.cache_status().contains("upstream-unreachable"),
+        "{}",
+        g.cache_status()
+    );
+    slate.stop().await;
+
+    let origin = Origin::start(|_, _| Reply::ok("late").delay(Duration::from_secs(3))).await;
+    let text = format!(
+        "[upstream]\nurl = \"{}\"\ntimeout = \"300ms\"\n{}\n{RULE}",
+        origin.url(),
+        store.toml()
+    );
+    let config = slate::config::Config::parse("t", &text).unwrap();
+    let inst = slate::Instance::start(config, slate::clock::Clock::system())
+        .await
+        .unwrap();
+    let slate = Slate::serve(inst, slate::clock::Clock::system()).await;
+    let g = get(&c, &slate.url("/slow")).await;
+    assert_eq!(g.status, 504);
+    let j: serde_json::Value = serde_json::from_slice(&g.body).expect("JSON error body");
+    assert_eq!(j["status"], 504);
+    slate.stop().await;
+}
+
+async fn headers_forwarded_cleanly(store: StoreUnderTest) {
+    let origin = Origin::start(|_, _| {
+        Reply::ok("x")
+            .header("connection", "x-hop")
+            .header("x-hop", "secret")
+            .header("keep-alive", "timeout=5")
+    })
+    .await;
+    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let c = client();
+    let g = send(
+        &c,
+        "GET",
+        &slate.url("/h"),
+        &[
+            ("x-forwarded-host", "evil.example"),
+            ("x-original-url", "/admin"),
+            ("connection", "x-client-hop"),
+            ("x-client-hop", "1"),
+            ("host", "public.example"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(g.status, 200);
+    assert!(
+        g.headers.get("x-hop").is_none(),
+        "hop-by-hop named in Connection is stripped"
+    );
+    assert!(g.headers.get("keep-alive").is_none());
+    assert!(g.header("via").contains("slate"));
+    let seen = origin.last_headers.lock().unwrap().clone().unwrap();
+    assert!(
+        seen.get("x-forwarded-host").is_none(),
+        "unkeyed header not forwarded"
+    );
+    assert!(seen.get("x-original-url").is_none());
+    assert!(seen.get("x-client-hop").is_none());
+    assert_eq!(seen.get("host").unwrap(), origin.addr.to_string().as_str());
+    assert!(seen.get("via").unwrap().to_str().unwrap().contains("slate"));
+    assert_eq!(seen.get("x-forwarded-for").unwrap(), "127.0.0.1");
+    slate.stop().await;
+}
+
+async fn credentials_bypass_unless_keyed(store: StoreUnderTest) {
+    let origin = Origin::start(|p, n| {
+        let who = p
+            .headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        Reply::ok(format!("{who} #{n}"))
+    })
+    .await;
+    let rules = "[[rules]]\npath = \"/me/\"\nttl = \"1h\"\nkey_headers = [\"authorization\"]\n[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
+    let slate = Slate::start(&origin.url(), &store, rules).await;
+    let c = client();
+    // Unkeyed: never shared.
+    get(&c, &slate.url("/shared")).await;
+    let a = send(&c, "GET", &slate.url("/shared"), &[("cookie", "s=1")], "").await;
+    assert!(
+        a.cache_status().contains("detail=credentials"),
+        "{}",
+        a.cache_status()
+    );
+    let a = send(
+        &c,
+        "GET",
+        &slate.url("/shared"),
+        &[("authorization", "Bearer alice")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        a.text(),
+        "Bearer alice #3",
+        "with a cookie, then with a token: both went upstream"
+    );
+    // Keyed: one entry per credential.
+    let alice = send(
+        &c,
+        "GET",
+        &slate.url("/me/r"),
+        &[("authorization", "Bearer alice")],
+        "",
+    )
+    .await;
+    let bob = send(
+        &c,
+        "GET",
+        &slate.url("/me/r"),
+        &[("authorization", "Bearer bob")],
+        "",
+    )
+    .await;
+    assert_ne!(alice.body, bob.body);
+    let alice2 = send(
+        &c,
+        "GET",
+        &slate.url("/me/r"),
+        &[("authorization", "Bearer alice")],
+        "",
+    )
+    .await;
+    assert_eq!(alice2.body, alice.body);
+    assert!(alice2.cache_status().contains("hit"));
+    slate.stop().await;
+}
+
+on_both_stores!(
+    truncated_body_never_stored,
+    upstream_down_is_502_and_slow_is_504,
+    headers_forwarded_cleanly,
+    credentials_bypass_unless_keyed,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keys_expire_and_corrupt_entries_are_misses() {
+    let redis = RedisServer::start();
+    let store = StoreUnderTest::Redis(redis.url());
+    let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
+    let rule = "[[rules]]\npath = \"/\"\nttl = \"90s\"\nstale_while_revalidate = \"30s\"\n";
+    let slate = Slate::start(&origin.url(), &store, rule).await;
+    let c = client();
+    get(&c, &slate.url("/k?a=1")).await;
+    let keys: Vec<String> = redis
+        .cli(&["--scan", "--pattern", "slate:*"])
+        .lines()
+        .map(String::from)
+        .collect();
+    let entries: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with("slate:v1:e:"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{keys:?}");
+    let ttl: i64 = redis.cli(&["ttl", entries[0]]).trim().parse().unwrap();
+    assert!(
+        (100..=120).contains(&ttl),
+        "kept for ttl + stale window: {ttl}"
+    );
+    // Garbage where the entry was: a miss, then overwritten by a good entry.
+    redis.cli(&["set", entries[0], "garbage"]);
+    let g = get(&c, &slate.url("/k?a=1")).await;
+    assert_eq!((g.status, g.text().as_str()), (200, "#2"));
+    let g = get(&c, &slate.url("/k?a=1")).await;
+    assert!(g.cache_status().contains("hit"), "{}", g.cache_status());
+    slate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_stays_within_its_bound() {
+    let origin = Origin::start(|_, _| Reply::ok(vec![b'x'; 10_000])).await;
+    let clock = slate::clock::Clock::system();
+    let slate = Slate::start_full(
+        &origin.url(),
+        &StoreUnderTest::Memory,
+        "memory_limit = \"200KiB\"\n",
+        RULE,
+        clock,
+    )
+    .await;
+    let c = client();
+    for i in 0..100 {
+        assert_eq!(get(&c, &slate.url(&format!("/m/{i}"))).await.status, 200);
+    }
+    // 100 x 10 KB offered to a 200 KiB store: what it holds stays under the bound.
+    let mut held = 0;
+    for i in 0..100 {
+        let g = get(&c, &slate.url(&format!("/m/{i}"))).await;
+        if g.cache_status().contains("hit") {
+            held += 1;
+        }
+    }
+    assert!(
+        held > 0 && held <= 20,
+        "held {held} entries of 10 KB in 200 KiB"
+    );
+    slate.stop().await;
+}
+
+#[test]
+fn check_config_reports_file_line_and_key() {
+    let bin = env!("CARGO_BIN_EXE_slate");
+    let dir = TempDir::new("cfg");
+    let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let out = std::process::Command::new(bin)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[upstream]\ntimeout = \"forever\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:5:", bad.display())) && err.contains("upstream.timeout"),
+        "{err}"
+    );
+    std::fs::write(&bad, "[cache]\nnamespace = \"v1\"\nignored_params = []\n").unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(":3:") && err.contains("ignored_params"),
+        "{err}"
+    );
+}
