@@ -69,6 +69,9 @@ else
 fi
 [[ -x "$SLATE_BIN" ]] || die "slate binary not found or not executable: $SLATE_BIN"
 
+# Anything else running on the machine (a build, say) skews every number below.
+LOAD_BEFORE="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo unknown)"
+
 # ---------------------------------------------------------------- processes and cleanup
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/slate-bench.XXXXXX")"
 PIDS=()
@@ -325,7 +328,10 @@ check_response slate-redis "$REDIS_URL" "hit" >/dev/null
 echo
 echo "slate bench: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(nproc) cores, body $BODY_SIZE bytes," \
     "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET $URL_PATH"
-echo "slate: $("$SLATE_BIN" --version 2>/dev/null || echo unknown)"
+echo "slate: $("$SLATE_BIN" --version 2>/dev/null || echo unknown); load average before the run: $LOAD_BEFORE"
+if awk -v l="$LOAD_BEFORE" 'BEGIN { exit !(l + 0 >= 1.0) }'; then
+    echo "NOTE: the machine was busy before the run (load $LOAD_BEFORE): expect noisy numbers."
+fi
 echo
 awk -F'|' '
     NR == 1 { ceiling = $2 }

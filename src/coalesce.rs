@@ -19,7 +19,12 @@ use tokio::sync::watch;
 pub enum Outcome {
     /// A whole response every waiter may be given: stored, or an error status that no one
     /// stores but everyone waiting for it may see.
-    Shared { entry: Arc<Entry>, stored: bool },
+    Shared {
+        entry: Arc<Entry>,
+        stored: bool,
+        /// Fetched by another instance (this one only waited for it).
+        collapsed: bool,
+    },
     /// The response was not shareable (private, too large to buffer, ...): each follower
     /// must go upstream on its own.
     Pass,

@@ -76,6 +76,15 @@ impl Instance {
                 Arc::new(store::redis::connect_cluster(nodes, &ns, timeout).await?)
             }
         };
+        let store: Arc<dyn Store> = if config.store.l1 > 0 && store.shared() {
+            Arc::new(store::tiered::TieredStore::new(
+                store,
+                config.store.l1,
+                clock.clone(),
+            ))
+        } else {
+            store
+        };
         Ok(Self::with_store(config, clock, store).await)
     }
 

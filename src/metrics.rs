@@ -17,6 +17,10 @@ pub struct Metrics {
     pub bytes_from_upstream: AtomicU64,
     pub purges: AtomicU64,
     pub purges_refused: AtomicU64,
+    /// Fills this instance waited for because another instance held the fill lock.
+    pub remote_waits: AtomicU64,
+    /// Fill locks taken over from an instance that died or gave up.
+    pub lock_takeovers: AtomicU64,
 }
 
 impl Metrics {
@@ -71,6 +75,16 @@ impl Metrics {
                 "slate_purges_refused_total",
                 "Purges refused (403/400).",
                 &self.purges_refused,
+            ),
+            (
+                "slate_remote_fill_waits_total",
+                "Fills waited for on another instance.",
+                &self.remote_waits,
+            ),
+            (
+                "slate_fill_lock_takeovers_total",
+                "Fill locks taken over from a dead owner.",
+                &self.lock_takeovers,
             ),
         ];
         for (name, help, v) in counters {

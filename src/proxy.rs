@@ -24,13 +24,14 @@ use crate::metrics::Metrics;
 use crate::phase::{CacheStatus, Phase};
 use crate::policy::{self, Decision};
 use crate::purge::{PurgeRequest, Purges, Target, Verdict};
-use crate::store::Store;
+use crate::store::{Event, Store};
 use crate::upstream::{Upstream, UpstreamError, UNKEYED_REQUEST_HEADERS};
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -318,6 +319,7 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
                         permit.finish(Arc::new(Outcome::Shared {
                             entry: e.clone(),
                             stored: true,
+                            collapsed: true,
                         }));
                         let s = CacheStatus::hit(e.ttl_ms(shared.clock.now_ms()));
                         return Ok((entry_response(shared, &e, true), s));
@@ -347,7 +349,12 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
         };
         let (outcome, phase) = outcome;
         match &*outcome {
-            Outcome::Shared { entry, stored } => {
+            Outcome::Shared {
+                entry,
+                stored,
+                collapsed,
+            } => {
+                let phase = if *collapsed { Phase::Collapsed } else { phase };
                 if entry.status.is_server_error() {
                     if let Some(s) = stale.as_ref().filter(|s| usable_on_error(shared, s)) {
                         let st = stale_status(shared, s, "stale-if-error");
@@ -418,6 +425,39 @@ pub async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyEr
     Ok(resp.status())
 }
 
+type FillResult = (Arc<Outcome>, Option<(Response<ProxyBody>, CacheStatus)>);
+
+/// How often a waiter on another instance's fill looks at the store, in case it missed
+/// the owner's event.
+const REMOTE_POLL: Duration = Duration::from_millis(250);
+
+/// The fill lock of an entry key: `slate:<ns>:e:<hash>` → `slate:<ns>:l:<hash>`.
+fn lock_key(key: &str) -> String {
+    key.replacen(":e:", ":l:", 1)
+}
+
+/// The next `Filled` event for `key`; `None` when events are unavailable (then the caller's
+/// poll is all there is).
+async fn next_filled(
+    events: &mut Option<tokio::sync::broadcast::Receiver<Event>>,
+    key: &str,
+) -> Option<String> {
+    let Some(rx) = events else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(Event::Filled { key: k, result }) if k == key => return Some(result),
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return None,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *events = None;
+                return None;
+            }
+        }
+    }
+}
+
 /// One fill: fetch from upstream, decide, store, tell the waiters.
 struct Fill {
     shared: Arc<Shared>,
@@ -464,7 +504,11 @@ async fn read_limited(
 impl Fill {
     async fn run(mut self, permit: crate::coalesce::Permit) {
         let leader = self.leader.take();
-        let (outcome, private) = self.fetch().await;
+        let (outcome, private) = if self.shared.store.shared() {
+            self.across_instances().await
+        } else {
+            self.fetch().await
+        };
         // Release the key only now: the entry (if any) is in the store already.
         permit.finish(outcome.clone());
         if let Some(tx) = leader {
@@ -475,7 +519,119 @@ impl Fill {
         }
     }
 
-    async fn fetch(&self) -> (Arc<Outcome>, Option<(Response<ProxyBody>, CacheStatus)>) {
+    /// Single-flight across instances sharing the store: take the key's fill lock, or wait
+    /// for whoever holds it. The owner renews its lease while it fetches and releases the
+    /// lock when done; waiters wake on the owner's `Filled` event (or a bounded poll) and
+    /// answer from the store. A lock whose owner died expires after one lease, and one
+    /// waiter takes it over. A store that does not answer is no reason to fail: we fetch.
+    async fn across_instances(&self) -> FillResult {
+        let sh = &self.shared;
+        let key = &self.lookup.key.key;
+        let lock = lock_key(key);
+        let token = format!("{:016x}", rand::random::<u64>());
+        let lease = self.cfg.store.fill_lease;
+        let deadline = tokio::time::Instant::now() + self.cfg.upstream.timeout + lease * 2;
+        // Subscribe before trying the lock, so the owner's event cannot slip between.
+        let mut events = sh.store.events();
+        let mut waited = false;
+        loop {
+            match sh.store.lock(&lock, &token, lease).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    if waited {
+                        sh.metrics.lock_takeovers.fetch_add(1, Relaxed);
+                    }
+                    // The previous owner may have stored it just before we got the lock.
+                    if let Found::Fresh(e) = classify(sh, store_get(sh, key).await) {
+                        let _ = sh.store.unlock(&lock, &token).await;
+                        return (
+                            Arc::new(Outcome::Shared {
+                                entry: e,
+                                stored: false,
+                                collapsed: true,
+                            }),
+                            None,
+                        );
+                    }
+                    let renew = async {
+                        loop {
+                            tokio::time::sleep(lease / 3).await;
+                            if !matches!(sh.store.renew(&lock, &token, lease).await, Ok(true)) {
+                                tracing::warn!(key, "lost the fill lock while fetching");
+                            }
+                        }
+                    };
+                    let result = tokio::select! {
+                        r = self.fetch() => r,
+                        _ = renew => unreachable!("the renew loop never ends"),
+                    };
+                    let _ = sh.store.unlock(&lock, &token).await;
+                    let said = match &*result.0 {
+                        Outcome::Shared { stored: true, .. } => "stored".to_string(),
+                        Outcome::Failed(e) => format!("error:{e}"),
+                        _ => "pass".to_string(),
+                    };
+                    let _ = sh
+                        .store
+                        .publish(Event::Filled {
+                            key: key.clone(),
+                            result: said,
+                        })
+                        .await;
+                    return result;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fill lock unavailable; fetching without it");
+                    return self.fetch().await;
+                }
+            }
+            waited = true;
+            sh.metrics.remote_waits.fetch_add(1, Relaxed);
+            // Someone else fills: wait for its event, or poll, until the lock is gone.
+            loop {
+                let said = tokio::select! {
+                    e = next_filled(&mut events, key) => e,
+                    _ = tokio::time::sleep(REMOTE_POLL) => None,
+                };
+                if let Found::Fresh(e) = classify(sh, store_get(sh, key).await) {
+                    return (
+                        Arc::new(Outcome::Shared {
+                            entry: e,
+                            stored: false,
+                            collapsed: true,
+                        }),
+                        None,
+                    );
+                }
+                match said.as_deref() {
+                    Some("pass") => return (Arc::new(Outcome::Pass), None),
+                    Some(s) if s.starts_with("error:") => {
+                        let e = UpstreamError::Broken(format!(
+                            "the instance that fetched it: {}",
+                            &s[6..]
+                        ));
+                        return (Arc::new(Outcome::Failed(e)), None);
+                    }
+                    _ => {}
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return (
+                        Arc::new(Outcome::Failed(UpstreamError::Timeout(
+                            self.cfg.upstream.timeout,
+                        ))),
+                        None,
+                    );
+                }
+                // The lock gone without an entry: its owner died (or stored nothing); try
+                // to take it over.
+                if !matches!(sh.store.locked(&lock).await, Ok(true)) {
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn fetch(&self) -> FillResult {
         let sh = &self.shared;
         let cfg = &self.cfg;
         let purge_seq = sh.purges.seq();
@@ -593,12 +749,21 @@ impl Fill {
                             false
                         }
                     };
-                (Arc::new(Outcome::Shared { entry, stored }), None)
+                let collapsed = false;
+                (
+                    Arc::new(Outcome::Shared {
+                        entry,
+                        stored,
+                        collapsed,
+                    }),
+                    None,
+                )
             }
             Decision::NoStore(_) if parts.status.is_server_error() => (
                 Arc::new(Outcome::Shared {
                     entry: Arc::new(entry),
                     stored: false,
+                    collapsed: false,
                 }),
                 None,
             ),

@@ -288,19 +288,48 @@ impl Purges {
         }
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Events make a purge take effect here within one round trip; the poll is the net
+        // under them, for events lost while the subscription was down.
+        let mut events = self.store.events();
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
+            let nudged = tokio::select! {
+                _ = tick.tick() => false,
+                e = next_event(&mut events) => e,
                 _ = shutdown.changed() => return,
-            }
-            match self.store.purge_seq().await {
-                Ok(seq) if seq != self.seq() => {
-                    if let Err(e) = self.sync().await {
-                        tracing::debug!(error = %e, "purge log sync failed");
+            };
+            let behind = nudged
+                || match self.store.purge_seq().await {
+                    Ok(seq) => seq != self.seq(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "purge log poll failed");
+                        false
                     }
+                };
+            if behind {
+                if let Err(e) = self.sync().await {
+                    tracing::debug!(error = %e, "purge log sync failed");
                 }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "purge log poll failed"),
+            }
+        }
+    }
+}
+
+/// Waits for an event that says the purge log moved (or may have).
+async fn next_event(
+    events: &mut Option<tokio::sync::broadcast::Receiver<crate::store::Event>>,
+) -> bool {
+    use crate::store::Event;
+    let Some(rx) = events else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(Event::Purged { .. } | Event::Resubscribed) => return true,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *events = None;
+                return false;
             }
         }
     }

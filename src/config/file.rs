@@ -62,6 +62,7 @@ pub struct FileStore {
     pub l1: Option<S>,
     pub max_object_size: Option<S>,
     pub timeout: Option<S>,
+    pub fill_lease: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]

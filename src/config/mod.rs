@@ -109,6 +109,9 @@ pub struct StoreConfig {
     /// Bound on one store command; sized for large bodies (the redis crate's 500 ms default
     /// is too short for an 8 MiB entry on a busy link).
     pub timeout: Duration,
+    /// Lease of a cross-instance fill lock; renewed while the fill runs, so it only bounds
+    /// how long a dead instance's lock blocks the others.
+    pub fill_lease: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -311,7 +311,13 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         l1: c.size(&st.l1, "store.l1", 64 << 20),
         max_object_size: c.size(&st.max_object_size, "store.max_object_size", 8 << 20),
         timeout: c.duration(&st.timeout, "store.timeout", Duration::from_secs(2)),
+        fill_lease: c.duration(&st.fill_lease, "store.fill_lease", Duration::from_secs(5)),
     };
+    if store.fill_lease < Duration::from_millis(300) {
+        if let Some(s) = &st.fill_lease {
+            c.bad(s, "store.fill_lease", "must be at least 300ms");
+        }
+    }
 
     let namespace = match &file.cache.namespace {
         None => "v1".to_string(),

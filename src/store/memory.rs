@@ -3,7 +3,7 @@
 //! Entries are kept decoded (`Arc<Entry>`), so a hit costs no decoding. moka's TinyLFU
 //! admission and LRU eviction keep the total weight under `memory_limit`.
 
-use super::{Store, StoreResult};
+use super::{Event, Store, StoreResult};
 use crate::entry::Entry;
 use crate::purge::{PurgeRecord, PurgeRequest};
 use futures_util::future::{BoxFuture, FutureExt};
@@ -129,5 +129,35 @@ impl Store for MemoryStore {
     fn purge_seq(&self) -> BoxFuture<'_, StoreResult<u64>> {
         let cur = self.log.lock().unwrap_or_else(|e| e.into_inner()).0;
         async move { Ok(cur) }.boxed()
+    }
+
+    // One instance: the in-process coalescer is all the coordination there is.
+    fn lock<'a>(&'a self, _: &'a str, _: &'a str, _: Duration) -> BoxFuture<'a, StoreResult<bool>> {
+        async { Ok(true) }.boxed()
+    }
+
+    fn renew<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async { Ok(true) }.boxed()
+    }
+
+    fn unlock<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+        async { Ok(()) }.boxed()
+    }
+
+    fn locked<'a>(&'a self, _: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        async { Ok(false) }.boxed()
+    }
+
+    fn publish(&self, _: Event) -> BoxFuture<'_, StoreResult<()>> {
+        async { Ok(()) }.boxed()
+    }
+
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<Event>> {
+        None
     }
 }

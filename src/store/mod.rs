@@ -8,12 +8,14 @@
 
 pub mod memory;
 pub mod redis;
+pub mod tiered;
 
 use crate::entry::Entry;
 use crate::purge::{PurgeRecord, PurgeRequest};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 /// A store failure. Callers treat it as a miss (fail open) and count it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,4 +63,77 @@ pub trait Store: Send + Sync + 'static {
 
     /// Just the current purge sequence number (cheap; polled by shared stores).
     fn purge_seq(&self) -> BoxFuture<'_, StoreResult<u64>>;
+
+    /// Takes the fill lock `lock` for `lease` if nobody holds it (`SET NX PX`).
+    /// A store that only one instance uses has nothing to coordinate: always `true`.
+    fn lock<'a>(
+        &'a self,
+        lock: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Extends a lock we hold; `false` if it is no longer ours.
+    fn renew<'a>(
+        &'a self,
+        lock: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Releases a lock if it is still ours.
+    fn unlock<'a>(&'a self, lock: &'a str, token: &'a str) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Whether anyone holds `lock` now.
+    fn locked<'a>(&'a self, lock: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Tells every instance sharing the store (including this one) about `event`.
+    fn publish(&self, event: Event) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Events published by any instance, and the state of the subscription. `None` for a
+    /// store no other instance shares.
+    fn events(&self) -> Option<broadcast::Receiver<Event>>;
+}
+
+/// What instances sharing a store tell each other (Redis pub/sub).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A fill of `key` finished: `stored`, `pass` (not shareable), or `error:<why>`.
+    Filled { key: String, result: String },
+    /// `key` was overwritten or deleted by instance `from`: drop in-process copies.
+    Invalidate { from: String, key: String },
+    /// A purge numbered `seq` was logged.
+    Purged { seq: u64 },
+    /// The subscription was (re)established: anything cached in-process may have missed
+    /// invalidations while it was down.
+    Resubscribed,
+    /// The subscription is down: in-process copies can no longer be trusted.
+    Lost,
+}
+
+impl Event {
+    pub fn encode(&self) -> Option<String> {
+        match self {
+            Event::Filled { key, result } => Some(format!("f\t{key}\t{result}")),
+            Event::Invalidate { from, key } => Some(format!("i\t{from}\t{key}")),
+            Event::Purged { seq } => Some(format!("p\t{seq}")),
+            Event::Resubscribed | Event::Lost => None,
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Event> {
+        let mut it = s.splitn(3, '\t');
+        match (it.next()?, it.next(), it.next()) {
+            ("f", Some(key), Some(result)) => Some(Event::Filled {
+                key: key.into(),
+                result: result.into(),
+            }),
+            ("i", Some(from), Some(key)) => Some(Event::Invalidate {
+                from: from.into(),
+                key: key.into(),
+            }),
+            ("p", Some(seq), None) => seq.parse().ok().map(|seq| Event::Purged { seq }),
+            _ => None,
+        }
+    }
 }

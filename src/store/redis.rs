@@ -9,7 +9,7 @@
 //! The connection (a `ConnectionManager`, or a cluster connection) reconnects on its own; a
 //! failed command is reported to the caller, which fails open (treats it as a miss).
 
-use super::{Store, StoreError, StoreResult};
+use super::{Event, Store, StoreError, StoreResult};
 use crate::entry::Entry;
 use crate::purge::{PurgeRecord, PurgeRequest};
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use redis::aio::ConnectionLike;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 const ADD_SCRIPT: &str = r#"
 local seq = redis.call('INCR', KEYS[1])
@@ -35,8 +36,23 @@ local recs = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], seq, 'WITHSCOR
 return {seq, recs}
 "#;
 
+const RENEW_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"#;
+
+const UNLOCK_SCRIPT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
 pub struct RedisStore<C> {
     conn: C,
+    channel: String,
+    events: broadcast::Sender<Event>,
+    subscriber: tokio::task::AbortHandle,
+    renew: redis::Script,
+    unlock: redis::Script,
     name: &'static str,
     seq_key: String,
     log_key: String,
@@ -66,9 +82,15 @@ pub fn connect(
         .set_connection_timeout(Some(timeout))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(1));
-    let conn =
-        redis::aio::ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-    Ok(RedisStore::with(conn, "redis", namespace, timeout))
+    let conn = redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)
+        .map_err(unavailable)?;
+    Ok(RedisStore::with(
+        conn,
+        "redis",
+        namespace,
+        timeout,
+        vec![client],
+    ))
 }
 
 /// Connects to a Redis Cluster through its seed nodes.
@@ -84,13 +106,79 @@ pub async fn connect_cluster(
         .build()
         .map_err(unavailable)?;
     let conn = client.get_async_connection().await.map_err(unavailable)?;
-    Ok(RedisStore::with(conn, "redis-cluster", namespace, timeout))
+    // Classic pub/sub is broadcast over the cluster bus: subscribing on any one node hears
+    // every PUBLISH, so the subscriber takes the seed nodes in turn.
+    let subs = nodes
+        .iter()
+        .filter_map(|n| redis::Client::open(n.as_str()).ok())
+        .collect();
+    Ok(RedisStore::with(
+        conn,
+        "redis-cluster",
+        namespace,
+        timeout,
+        subs,
+    ))
+}
+
+impl<C> Drop for RedisStore<C> {
+    fn drop(&mut self) {
+        self.subscriber.abort();
+    }
+}
+
+/// Keeps one pub/sub subscription up, forwarding events; reconnects on its own, and says
+/// `Lost` / `Resubscribed` so in-process copies are dropped when events may have been missed.
+async fn subscribe(clients: Vec<redis::Client>, channel: String, tx: broadcast::Sender<Event>) {
+    use futures_util::StreamExt;
+    let mut i = 0usize;
+    loop {
+        let client = &clients[i % clients.len().max(1)];
+        i += 1;
+        match tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await {
+            Ok(Ok(mut ps)) => {
+                if ps.subscribe(&channel).await.is_ok() {
+                    let _ = tx.send(Event::Resubscribed);
+                    let mut msgs = ps.on_message();
+                    while let Some(m) = msgs.next().await {
+                        if let Some(e) = std::str::from_utf8(m.get_payload_bytes())
+                            .ok()
+                            .and_then(Event::decode)
+                        {
+                            let _ = tx.send(e);
+                        }
+                    }
+                    tracing::warn!("store event subscription lost; reconnecting");
+                    let _ = tx.send(Event::Lost);
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 impl<C> RedisStore<C> {
-    fn with(conn: C, name: &'static str, namespace: &str, timeout: Duration) -> Self {
+    fn with(
+        conn: C,
+        name: &'static str,
+        namespace: &str,
+        timeout: Duration,
+        subs: Vec<redis::Client>,
+    ) -> Self {
+        let channel = format!("slate:{namespace}:events");
+        let (events, _) = broadcast::channel(4096);
+        let subscriber = if subs.is_empty() {
+            tokio::spawn(async {}).abort_handle()
+        } else {
+            tokio::spawn(subscribe(subs, channel.clone(), events.clone())).abort_handle()
+        };
         RedisStore {
             conn,
+            channel,
+            events,
+            subscriber,
+            renew: redis::Script::new(RENEW_SCRIPT),
+            unlock: redis::Script::new(UNLOCK_SCRIPT),
             name,
             seq_key: format!("slate:{namespace}:{{purge}}:seq"),
             log_key: format!("slate:{namespace}:{{purge}}:log"),
@@ -110,6 +198,17 @@ where
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> StoreResult<T> {
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> StoreResult<T> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
             Ok(r) => r.map_err(unavailable),
             Err(_) => Err(StoreError::Timeout),
         }
@@ -193,14 +292,9 @@ where
 
     fn purge_since(&self, seq: u64) -> BoxFuture<'_, StoreResult<(u64, Vec<PurgeRecord>)>> {
         async move {
-            let mut conn = self.conn.clone();
             let mut inv = self.since.key(&self.seq_key);
             inv.key(&self.log_key).arg(seq);
-            let (cur, flat): (u64, Vec<String>) =
-                match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
-                    Ok(r) => r.map_err(unavailable)?,
-                    Err(_) => return Err(StoreError::Timeout),
-                };
+            let (cur, flat): (u64, Vec<String>) = self.invoke(inv).await?;
             let mut out = Vec::with_capacity(flat.len() / 2);
             for pair in flat.chunks_exact(2) {
                 let (Some((req, expires_ms)), Ok(seq)) =
@@ -228,5 +322,74 @@ where
             Ok(v.unwrap_or(0))
         }
         .boxed()
+    }
+
+    fn lock<'a>(
+        &'a self,
+        lock: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(lock)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(lease.as_millis().max(1) as u64);
+            let r: Option<String> = self.run(cmd).await?;
+            Ok(r.is_some())
+        }
+        .boxed()
+    }
+
+    fn renew<'a>(
+        &'a self,
+        lock: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let mut inv = self.renew.key(lock);
+            inv.arg(token).arg(lease.as_millis().max(1) as u64);
+            let r: i64 = self.invoke(inv).await?;
+            Ok(r == 1)
+        }
+        .boxed()
+    }
+
+    fn unlock<'a>(&'a self, lock: &'a str, token: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            let mut inv = self.unlock.key(lock);
+            inv.arg(token);
+            self.invoke::<i64>(inv).await.map(|_| ())
+        }
+        .boxed()
+    }
+
+    fn locked<'a>(&'a self, lock: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let mut cmd = redis::cmd("EXISTS");
+            cmd.arg(lock);
+            let n: i64 = self.run(cmd).await?;
+            Ok(n > 0)
+        }
+        .boxed()
+    }
+
+    fn publish(&self, event: Event) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let Some(msg) = event.encode() else {
+                return Ok(());
+            };
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(&self.channel).arg(msg);
+            self.run::<i64>(cmd).await.map(|_| ())
+        }
+        .boxed()
+    }
+
+    fn events(&self) -> Option<broadcast::Receiver<Event>> {
+        Some(self.events.subscribe())
     }
 }

@@ -1,0 +1,285 @@
+//! The in-process tier (`store.l1`) in front of a shared store.
+//!
+//! Hot entries are answered from memory, decoded, with no Redis round trip. The tier is
+//! never fresher than the shared store, because it only ever holds what the shared store
+//! held: every write and delete by any instance is published, and every instance drops its
+//! copy of that key. While the event subscription is down the tier is not trusted: it is
+//! emptied, bypassed, and refilled once the subscription is back. Purges need no special
+//! care here: they are applied above the store, to L1 and Redis entries alike.
+
+use super::{Event, Store, StoreResult};
+use crate::clock::Clock;
+use crate::entry::Entry;
+use crate::purge::{PurgeRecord, PurgeRequest};
+use futures_util::future::{BoxFuture, FutureExt};
+use moka::future::Cache;
+use moka::Expiry;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+struct UntilGone(Clock);
+
+impl UntilGone {
+    fn left(&self, e: &Entry) -> Duration {
+        let keep = e.fresh_ms.saturating_add(e.swr_ms.max(e.sie_ms));
+        Duration::from_millis(keep.saturating_sub(e.age_ms(self.0.now_ms())).max(1))
+    }
+}
+
+impl Expiry<String, Arc<Entry>> for UntilGone {
+    fn expire_after_create(&self, _: &String, e: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(self.left(e))
+    }
+    fn expire_after_update(
+        &self,
+        _: &String,
+        e: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.left(e))
+    }
+}
+
+/// Counters of the in-process tier.
+#[derive(Default)]
+pub struct L1Stats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub invalidations: AtomicU64,
+    pub flushes: AtomicU64,
+}
+
+pub struct TieredStore {
+    l1: Cache<String, Arc<Entry>>,
+    inner: Arc<dyn Store>,
+    /// This instance, so it can ignore its own invalidations.
+    id: String,
+    trusted: Arc<AtomicBool>,
+    /// Bumped on every invalidation and flush: a value read from the shared store is
+    /// cached only if no invalidation arrived while it was being read.
+    generation: Arc<AtomicU64>,
+    listener: tokio::task::AbortHandle,
+    pub stats: Arc<L1Stats>,
+}
+
+impl Drop for TieredStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl TieredStore {
+    /// An L1 of `limit` bytes in front of `inner`, which must publish events.
+    pub fn new(inner: Arc<dyn Store>, limit: u64, clock: Clock) -> TieredStore {
+        let l1: Cache<String, Arc<Entry>> = Cache::builder()
+            .max_capacity(limit)
+            .weigher(|k: &String, e: &Arc<Entry>| {
+                (k.len() as u64 + e.weight()).min(u32::MAX as u64) as u32
+            })
+            .expire_after(UntilGone(clock))
+            .build();
+        let id = format!("{:016x}", rand::random::<u64>());
+        let trusted = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(L1Stats::default());
+        let generation = Arc::new(AtomicU64::new(0));
+        let listener = match inner.events() {
+            Some(rx) => {
+                let l = Listener {
+                    l1: l1.clone(),
+                    id: id.clone(),
+                    trusted: trusted.clone(),
+                    generation: generation.clone(),
+                    stats: stats.clone(),
+                };
+                tokio::spawn(l.run(rx)).abort_handle()
+            }
+            None => tokio::spawn(async {}).abort_handle(),
+        };
+        TieredStore {
+            l1,
+            inner,
+            id,
+            trusted,
+            generation,
+            listener,
+            stats,
+        }
+    }
+
+    /// Bytes held by the tier now.
+    pub async fn weighted_size(&self) -> u64 {
+        self.l1.run_pending_tasks().await;
+        self.l1.weighted_size()
+    }
+
+    pub fn is_trusted(&self) -> bool {
+        self.trusted.load(Relaxed)
+    }
+
+    /// Whether `key` is in the tier now (for `/entry`).
+    pub fn holds(&self, key: &str) -> bool {
+        self.trusted.load(Relaxed) && self.l1.contains_key(key)
+    }
+}
+
+struct Listener {
+    l1: Cache<String, Arc<Entry>>,
+    id: String,
+    trusted: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+    stats: Arc<L1Stats>,
+}
+
+impl Listener {
+    fn flush(&self) {
+        self.generation.fetch_add(1, Relaxed);
+        self.l1.invalidate_all();
+        self.stats.flushes.fetch_add(1, Relaxed);
+    }
+
+    async fn run(self, mut rx: broadcast::Receiver<Event>) {
+        loop {
+            match rx.recv().await {
+                Ok(Event::Invalidate { from, key }) if from != self.id => {
+                    self.generation.fetch_add(1, Relaxed);
+                    self.l1.invalidate(&key).await;
+                    self.stats.invalidations.fetch_add(1, Relaxed);
+                }
+                Ok(Event::Resubscribed) => {
+                    self.flush();
+                    self.trusted.store(true, Relaxed);
+                }
+                Ok(Event::Lost) => {
+                    self.trusted.store(false, Relaxed);
+                    self.flush();
+                }
+                Ok(_) => {}
+                // We fell behind and missed invalidations: start over.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.flush(),
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.trusted.store(false, Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Store for TieredStore {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<Arc<Entry>>>> {
+        async move {
+            let trusted = self.trusted.load(Relaxed);
+            if trusted {
+                if let Some(e) = self.l1.get(key).await {
+                    self.stats.hits.fetch_add(1, Relaxed);
+                    return Ok(Some(e));
+                }
+                self.stats.misses.fetch_add(1, Relaxed);
+            }
+            let generation = self.generation.load(Relaxed);
+            let found = self.inner.get(key).await?;
+            let unchanged = self.generation.load(Relaxed) == generation;
+            if let (true, true, Some(e)) = (trusted, unchanged, &found) {
+                self.l1.insert(key.to_string(), e.clone()).await;
+            }
+            Ok(found)
+        }
+        .boxed()
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<Entry>,
+        keep: Duration,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            self.inner.put(key, entry.clone(), keep).await?;
+            if self.trusted.load(Relaxed) {
+                self.l1.insert(key.to_string(), entry).await;
+            }
+            let ev = Event::Invalidate {
+                from: self.id.clone(),
+                key: key.to_string(),
+            };
+            let _ = self.inner.publish(ev).await;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            self.l1.invalidate(key).await;
+            self.inner.delete(key).await?;
+            let ev = Event::Invalidate {
+                from: self.id.clone(),
+                key: key.to_string(),
+            };
+            let _ = self.inner.publish(ev).await;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn purge_add<'a>(
+        &'a self,
+        req: &'a PurgeRequest,
+        expires_ms: u64,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        self.inner.purge_add(req, expires_ms)
+    }
+
+    fn purge_since(&self, seq: u64) -> BoxFuture<'_, StoreResult<(u64, Vec<PurgeRecord>)>> {
+        self.inner.purge_since(seq)
+    }
+
+    fn purge_seq(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        self.inner.purge_seq()
+    }
+
+    fn lock<'a>(
+        &'a self,
+        lock: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        self.inner.lock(lock, token, lease)
+    }
+
+    fn renew<'a>(
+        &'a self,
+        lock: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        self.inner.renew(lock, token, lease)
+    }
+
+    fn unlock<'a>(&'a self, lock: &'a str, token: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+        self.inner.unlock(lock, token)
+    }
+
+    fn locked<'a>(&'a self, lock: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        self.inner.locked(lock)
+    }
+
+    fn publish(&self, event: Event) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.publish(event)
+    }
+
+    fn events(&self) -> Option<broadcast::Receiver<Event>> {
+        self.inner.events()
+    }
+}
