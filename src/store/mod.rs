@@ -93,6 +93,11 @@ pub trait Store: Send + Sync + 'static {
     /// Events published by any instance, and the state of the subscription. `None` for a
     /// store no other instance shares.
     fn events(&self) -> Option<broadcast::Receiver<Event>>;
+
+    /// The in-process tier's counters, when this store has one.
+    fn l1(&self) -> Option<&tiered::TieredStore> {
+        None
+    }
 }
 
 /// What instances sharing a store tell each other (Redis pub/sub).

@@ -282,4 +282,8 @@ impl Store for TieredStore {
     fn events(&self) -> Option<broadcast::Receiver<Event>> {
         self.inner.events()
     }
+
+    fn l1(&self) -> Option<&TieredStore> {
+        Some(self)
+    }
 }

@@ -422,3 +422,98 @@ macro_rules! on_both_stores {
         }
     };
 }
+
+/// A real 3-master Redis Cluster (no replicas), created with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let dir = TempDir::new("cluster");
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .arg("--cluster-config-file")
+                .arg(dir.0.join("nodes.conf"))
+                .arg("--dir")
+                .arg(&dir.0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is required for these tests");
+            let r = RedisServer {
+                port,
+                child,
+                _dir: dir,
+            };
+            for _ in 0..200 {
+                if r.cli(&["PING"]).trim() == "PONG" {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            nodes.push(r);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for _ in 0..400 {
+            let ok = nodes
+                .iter()
+                .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            if ok {
+                return RedisCluster { nodes };
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the Redis Cluster did not become ready");
+    }
+
+    pub fn toml(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect();
+        format!(
+            "[store]\nkind = \"redis-cluster\"\nnodes = [{}]\n",
+            nodes.join(", ")
+        )
+    }
+}
+
+/// Starts slate from whole config text (`{origin}` is replaced by the origin's URL).
+pub async fn slate_from(text: &str, origin: &str) -> Slate {
+    let text = text.replace("{origin}", origin);
+    let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let clock = Clock::system();
+    let instance = slate::Instance::start(config, clock.clone())
+        .await
+        .expect("slate starts");
+    Slate::serve(instance, clock).await
+}

@@ -1,0 +1,278 @@
+//! Many instances, one cache: three slate instances on one real redis-server, and on a real
+//! three-node Redis Cluster.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+const RULE: &str = "[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
+
+fn config(store_toml: &str, l1: &str, extra: &str) -> String {
+    format!(
+        "[upstream]\nurl = \"{{origin}}\"\ntimeout = \"20s\"\n{store_toml}l1 = \"{l1}\"\nfill_lease = \"1s\"\n{RULE}{extra}"
+    )
+}
+
+async fn three(store_toml: &str, l1: &str, origin: &Origin) -> Vec<Slate> {
+    let mut v = Vec::new();
+    for _ in 0..3 {
+        v.push(slate_from(&config(store_toml, l1, ""), &origin.url()).await);
+    }
+    v
+}
+
+/// 300 concurrent identical cold requests over three instances: one upstream request.
+async fn stampede(slates: &[Slate], origin: &Origin, path: &str) {
+    let c = client();
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let (c, url) = (c.clone(), slates[i % 3].url(path));
+            tokio::spawn(async move { get(&c, &url).await })
+        })
+        .collect();
+    let mut bodies = std::collections::HashSet::new();
+    for t in tasks {
+        let g = t.await.unwrap();
+        assert_eq!(g.status, 200, "{}", g.text());
+        bodies.insert(g.body);
+    }
+    assert_eq!(
+        origin.hits(path),
+        1,
+        "exactly one upstream request across three instances"
+    );
+    assert_eq!(bodies.len(), 1, "all 300 got the same answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_one_upstream_request() {
+    let redis = RedisServer::start();
+    let origin =
+        Origin::start(|_, n| Reply::ok(format!("report #{n}")).delay(Duration::from_millis(600)))
+            .await;
+    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let slates = three(&store, "64MiB", &origin).await;
+    stampede(&slates, &origin, "/stampede?x=1").await;
+    let waits: u64 = slates
+        .iter()
+        .map(|s| {
+            s.instance
+                .shared
+                .metrics
+                .remote_waits
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    assert!(waits >= 1, "the other instances waited on the owner's lock");
+    for s in slates {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fill_longer_than_the_lease_is_still_one_request() {
+    let redis = RedisServer::start();
+    // The lease is 1 s; the report takes 3.5 s: the owner must renew it.
+    let origin =
+        Origin::start(|_, n| Reply::ok(format!("slow #{n}")).delay(Duration::from_millis(3500)))
+            .await;
+    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let slates = three(&store, "0", &origin).await;
+    let c = client();
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let (c, url) = (c.clone(), slates[i % 3].url("/long"));
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i as u64 * 50)).await;
+                get(&c, &url).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let g = t.await.unwrap();
+        assert_eq!((g.status, g.text().as_str()), (200, "slow #1"));
+    }
+    assert_eq!(origin.hits("/long"), 1);
+    for s in slates {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn owner_killed_mid_fill_a_waiter_takes_over() {
+    let redis = RedisServer::start();
+    let origin =
+        Origin::start(|_, n| Reply::ok(format!("report #{n}")).delay(Duration::from_millis(1500)))
+            .await;
+    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    // The owner is a real slate process, killed with SIGKILL mid-fill.
+    let dir = TempDir::new("owner");
+    let port = free_port();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n{}",
+        config(&store, "0", "").replace("{origin}", &origin.url())
+    );
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut owner = std::process::Command::new(env!("CARGO_BIN_EXE_slate"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = client();
+    let owner_url = format!("http://127.0.0.1:{port}/orphan");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let first = tokio::spawn({
+        let c = c.clone();
+        async move {
+            let req = http::Request::get(owner_url)
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let _ = c.request(req).await;
+        }
+    });
+    // Wait until the owner's request reached the origin: it holds the lock now.
+    for _ in 0..200 {
+        if origin.hits("/orphan") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(origin.hits("/orphan"), 1);
+    let waiter = slate_from(&config(&store, "0", ""), &origin.url()).await;
+    let w = tokio::spawn({
+        let (c, url) = (c.clone(), waiter.url("/orphan"));
+        async move {
+            let t = Instant::now();
+            (get(&c, &url).await, t.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let (g, took) = w.await.unwrap();
+    first.abort();
+    assert_eq!(g.status, 200, "{}", g.text());
+    assert_eq!(
+        g.text(),
+        "report #2",
+        "the waiter took the lock over and fetched itself"
+    );
+    assert!(took < Duration::from_secs(10), "bounded: {took:?}");
+    assert_eq!(
+        waiter
+            .instance
+            .shared
+            .metrics
+            .lock_takeovers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    waiter.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
+    let redis = RedisServer::start();
+    let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
+    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let slates = three(&store, "64MiB", &origin).await;
+    let c = client();
+    // Let the L1 subscriptions come up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut old = std::collections::HashMap::new();
+    for path in ["/l1/a", "/l1/b?x=1"] {
+        old.insert(path, get(&c, &slates[0].url(path)).await.body);
+        for s in &slates[..2] {
+            for _ in 0..2 {
+                let g = get(&c, &s.url(path)).await;
+                assert!(g.cache_status().contains("hit"), "{}", g.cache_status());
+            }
+        }
+    }
+    for s in &slates[..2] {
+        let l1 = s.instance.shared.store.l1().expect("an L1 tier");
+        assert!(
+            l1.stats.hits.load(std::sync::atomic::Ordering::Relaxed) >= 2,
+            "hits came from L1"
+        );
+    }
+    let p = send(&c, "PURGE", &slates[2].url("/l1/*"), &[], "").await;
+    assert_eq!(p.status, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for s in &slates[..2] {
+        for path in ["/l1/a", "/l1/b?x=1"] {
+            let g = get(&c, &s.url(path)).await;
+            assert_eq!(g.status, 200);
+            assert_ne!(
+                g.body, old[path],
+                "{path}: the purged answer is never served again"
+            );
+        }
+    }
+    for s in slates {
+        s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_shares_entries_across_shards_and_purges_every_shard() {
+    let cluster = RedisCluster::start();
+    let origin = Origin::start(|p, n| {
+        Reply::ok(format!("{} #{n}", p.uri)).delay(Duration::from_millis(300))
+    })
+    .await;
+    let slates = three(&cluster.toml(), "0", &origin).await;
+    let c = client();
+    stampede(&slates, &origin, "/c/stampede").await;
+    for i in 0..30 {
+        let g = get(&c, &slates[i % 3].url(&format!("/c/r?id={i}"))).await;
+        assert_eq!(g.status, 200);
+    }
+    for i in 0..30 {
+        let g = get(&c, &slates[(i + 1) % 3].url(&format!("/c/r?id={i}"))).await;
+        assert!(
+            g.cache_status().contains("hit"),
+            "shared across instances: {}",
+            g.cache_status()
+        );
+    }
+    let per_node: Vec<usize> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.cli(&["--scan", "--pattern", "slate:v1:e:*"])
+                .lines()
+                .count()
+        })
+        .collect();
+    assert!(
+        per_node.iter().filter(|&&n| n > 0).count() >= 2,
+        "entries spread over shards: {per_node:?}"
+    );
+    let p = send(&c, "PURGE", &slates[1].url("/c/*"), &[], "").await;
+    assert_eq!(p.status, 200, "{}", p.text());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..30 {
+        let g = get(&c, &slates[i % 3].url(&format!("/c/r?id={i}"))).await;
+        assert!(
+            g.cache_status().contains("fwd=uri-miss"),
+            "purged on every shard: {}",
+            g.cache_status()
+        );
+    }
+    for s in slates {
+        s.stop().await;
+    }
+}
