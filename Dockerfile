@@ -18,7 +18,7 @@
 #
 # No HEALTHCHECK: the runtime image has no curl or wget, and adding one only for that
 # is not worth it. Point the orchestrator's HTTP probe at GET :9091/healthz instead
-# (Kubernetes httpGet, compose with a sidecar, a load balancer's health check).
+# (a Kubernetes httpGet probe, a load balancer's health check).
 
 ############################ build stage ############################
 FROM rust:1-slim-bookworm AS build

@@ -166,18 +166,30 @@ impl Instance {
     }
 }
 
+const WARM_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Fetches `[warm] urls` at start and every `every`, through the normal fill path.
 async fn warm_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         let cfg = shared.live.get();
+        let mut failed = false;
         for url in &cfg.warm.urls {
             match proxy::warm(&shared, url).await {
                 Ok(s) => tracing::debug!(url, status = s.as_u16(), "warmed"),
-                Err(e) => tracing::warn!(url, error = %e, "warming failed; will retry"),
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(url, error = %e, "warming failed; will retry");
+                }
             }
         }
+        // A failed warm fetch is retried soon, not at the next full round.
+        let wait = if failed {
+            cfg.warm.every.min(WARM_RETRY)
+        } else {
+            cfg.warm.every
+        };
         tokio::select! {
-            _ = tokio::time::sleep(cfg.warm.every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = server::stopped(&mut stop) => return,
         }
     }

@@ -421,8 +421,41 @@ pub async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyEr
         headers: HeaderMap::new(),
         peer: SocketAddr::from(([127, 0, 0, 1], 0)),
     };
-    let (resp, _) = serve_cached(shared, &cfg, lookup).await?;
-    Ok(resp.status())
+    // Still fresh past the next round: nothing to do. Otherwise refill now, before it
+    // expires, so the first client after the round never waits for the report.
+    let horizon = cfg.warm.every.as_millis() as i64 + 5_000;
+    if let Found::Fresh(e) = classify(shared, store_get(shared, &lookup.key.key).await) {
+        if e.ttl_ms(shared.clock.now_ms()) > horizon {
+            return Ok(e.status);
+        }
+    }
+    let outcome = match shared.flights.join(&lookup.key.key) {
+        Role::Leader(permit) => {
+            let (tx, rx) = oneshot::channel();
+            let job = Fill {
+                shared: shared.clone(),
+                cfg: cfg.clone(),
+                lookup,
+                leader: Some(tx),
+            };
+            job.run(permit).await;
+            match rx.await {
+                Ok(ForLeader::Outcome(o)) => o,
+                Ok(ForLeader::Private(r, _)) => return Ok(r.status()),
+                Err(_) => Arc::new(Outcome::Abandoned),
+            }
+        }
+        Role::Follower(f) => f.wait().await,
+    };
+    match &*outcome {
+        Outcome::Shared { entry, .. } if entry.status.is_server_error() => {
+            Err(UpstreamError::Broken(format!("upstream answered {}", entry.status)).into())
+        }
+        Outcome::Shared { entry, .. } => Ok(entry.status),
+        Outcome::Failed(e) => Err(e.clone().into()),
+        Outcome::Pass => Ok(StatusCode::OK),
+        Outcome::Abandoned => Err(UpstreamError::Broken("warm fill abandoned".into()).into()),
+    }
 }
 
 type FillResult = (Arc<Outcome>, Option<(Response<ProxyBody>, CacheStatus)>);

@@ -241,6 +241,8 @@ impl Origin {
 pub enum StoreUnderTest {
     Memory,
     Redis(String),
+    /// The `[store]` table of a running cluster.
+    Cluster(String),
 }
 
 impl StoreUnderTest {
@@ -250,6 +252,7 @@ impl StoreUnderTest {
             StoreUnderTest::Redis(url) => {
                 format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\nl1 = \"0\"\n")
             }
+            StoreUnderTest::Cluster(toml) => format!("{toml}l1 = \"0\"\n"),
         }
     }
 }
@@ -396,6 +399,23 @@ pub async fn send(
 
 pub async fn get(c: &HttpClient, url: &str) -> Got {
     send(c, "GET", url, &[], "").await
+}
+
+/// Like `on_both_stores!`, plus `cluster::name` on a fresh three-node Redis Cluster.
+#[macro_export]
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        $crate::on_both_stores!($($name),*);
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let c = $crate::common::RedisCluster::start();
+                    super::$name($crate::common::StoreUnderTest::Cluster(c.toml())).await
+                }
+            )*
+        }
+    };
 }
 
 /// Generates one `#[tokio::test]` per scenario and store: `memory::name` and `redis::name`

@@ -1,0 +1,291 @@
+//! Invalidation: every purge form on every store, soft purges, the purge-during-fill race,
+//! authorization, the admin API, warming and the namespace.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const RULES: &str = "[[rules]]\npath = \"/s/\"\nttl = \"1h\"\n[[rules]]\npath = \"/t/\"\nttl = \"1h\"\ntags = [\"analytics\"]\n";
+
+fn tagged_origin() -> impl Fn(&http::request::Parts, usize) -> Reply + Send + Sync + 'static {
+    |p, n| {
+        let r = Reply::ok(format!("{} #{n}", p.uri));
+        if p.uri.path().starts_with("/s/") {
+            r.header("cache-tag", "sales, finance")
+        } else {
+            r.header("surrogate-key", "inventory")
+        }
+    }
+}
+
+async fn hit(c: &HttpClient, slate: &Slate, pq: &str) -> bool {
+    get(c, &slate.url(pq))
+        .await
+        .cache_status()
+        .contains("; hit")
+}
+
+async fn fill(c: &HttpClient, slate: &Slate, urls: &[&str]) {
+    for u in urls {
+        get(c, &slate.url(u)).await;
+        assert!(hit(c, slate, u).await, "{u} is cached");
+    }
+}
+
+async fn every_purge_form(store: StoreUnderTest) {
+    let origin = Origin::start(tagged_origin()).await;
+    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let c = client();
+    let all = ["/s/a?x=1", "/s/a?x=2", "/s/ab", "/s/b", "/t/z"];
+    fill(&c, &slate, &all).await;
+
+    // Exact: that URL only (normalized like a GET).
+    assert_eq!(
+        send(&c, "PURGE", &slate.url("/s/a?utm_campaign=q&x=1"), &[], "")
+            .await
+            .status,
+        200
+    );
+    assert!(!hit(&c, &slate, "/s/a?x=1").await);
+    assert!(hit(&c, &slate, "/s/a?x=2").await && hit(&c, &slate, "/s/ab").await);
+
+    // Prefix: every path starting with it, any query; siblings stay.
+    fill(&c, &slate, &all).await;
+    let p = send(&c, "PURGE", &slate.url("/s/a*"), &[], "").await;
+    assert_eq!(p.status, 200, "{}", p.text());
+    let j: serde_json::Value = serde_json::from_slice(&p.body).unwrap();
+    assert_eq!(
+        (j["scope"].as_str(), j["soft"].as_bool()),
+        (Some("prefix"), Some(false))
+    );
+    for u in ["/s/a?x=1", "/s/a?x=2", "/s/ab"] {
+        assert!(!hit(&c, &slate, u).await, "{u} purged by prefix");
+    }
+    assert!(
+        hit(&c, &slate, "/s/b").await && hit(&c, &slate, "/t/z").await,
+        "siblings untouched"
+    );
+
+    // Tag from the origin's Cache-Tag.
+    fill(&c, &slate, &all).await;
+    assert_eq!(
+        send(
+            &c,
+            "PURGE",
+            &slate.url("/"),
+            &[("cache-tag", "finance")],
+            ""
+        )
+        .await
+        .status,
+        200
+    );
+    for u in ["/s/a?x=1", "/s/a?x=2", "/s/ab", "/s/b"] {
+        assert!(!hit(&c, &slate, u).await, "{u} purged by origin tag");
+    }
+    assert!(hit(&c, &slate, "/t/z").await);
+
+    // Tag from the rule, and from Surrogate-Key; either of two tags.
+    fill(&c, &slate, &all).await;
+    let p = send(
+        &c,
+        "PURGE",
+        &slate.url("/"),
+        &[("cache-tag", "nothing, analytics")],
+        "",
+    )
+    .await;
+    assert_eq!(p.status, 200);
+    assert!(!hit(&c, &slate, "/t/z").await, "purged by rule tag");
+    assert!(hit(&c, &slate, "/s/b").await);
+    fill(&c, &slate, &all).await;
+    send(
+        &c,
+        "PURGE",
+        &slate.url("/"),
+        &[("cache-tag", "inventory")],
+        "",
+    )
+    .await;
+    assert!(!hit(&c, &slate, "/t/z").await, "purged by Surrogate-Key");
+    slate.stop().await;
+}
+
+async fn soft_purge_serves_stale_to_all_and_refreshes_once(store: StoreUnderTest) {
+    let origin =
+        Origin::start(|_, n| Reply::ok(format!("v{n}")).delay(Duration::from_millis(400))).await;
+    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let c = client();
+    assert_eq!(get(&c, &slate.url("/s/soft")).await.text(), "v1");
+    let p = send(
+        &c,
+        "PURGE",
+        &slate.url("/s/soft"),
+        &[("purge-mode", "soft")],
+        "",
+    )
+    .await;
+    assert_eq!(p.status, 200, "{}", p.text());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (c, u) = (c.clone(), slate.url("/s/soft"));
+            tokio::spawn(async move { get(&c, &u).await })
+        })
+        .collect();
+    for t in tasks {
+        let g = t.await.unwrap();
+        assert_eq!(g.text(), "v1", "stale copy served at once");
+        assert!(
+            g.cache_status().contains("detail=soft-purged"),
+            "{}",
+            g.cache_status()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        origin.hits("/s/soft"),
+        2,
+        "exactly one refresh went upstream"
+    );
+    let g = get(&c, &slate.url("/s/soft")).await;
+    assert_eq!(g.text(), "v2");
+    assert!(g.cache_status().contains("; hit"));
+    slate.stop().await;
+}
+
+async fn purge_during_fill_is_not_undone(store: StoreUnderTest) {
+    let origin =
+        Origin::start(|_, n| Reply::ok(format!("v{n}")).delay(Duration::from_millis(500))).await;
+    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let c = client();
+    let t = tokio::spawn({
+        let (c, u) = (c.clone(), slate.url("/s/race"));
+        async move { get(&c, &u).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        send(&c, "PURGE", &slate.url("/s/r*"), &[], "").await.status,
+        200
+    );
+    // The request that was waiting gets its answer...
+    assert_eq!(t.await.unwrap().text(), "v1");
+    // ...but the data computed before the purge is not served as fresh afterwards.
+    let g = get(&c, &slate.url("/s/race")).await;
+    assert_eq!(g.text(), "v2", "{}", g.cache_status());
+    slate.stop().await;
+}
+
+async fn admin_api_forms(store: StoreUnderTest) {
+    let origin = Origin::start(tagged_origin()).await;
+    let extra =
+        format!("{RULES}[purge]\nallow = [\"192.0.2.0/24\"]\ntoken = \"back-office-token\"\n");
+    let slate = Slate::start(&origin.url(), &store, &extra).await;
+    let c = client();
+    let all = ["/s/a?x=1", "/s/b", "/t/z"];
+    let post = |body: &'static str, h: &'static [(&'static str, &'static str)]| {
+        let (c, u) = (c.clone(), slate.admin_url("/purge"));
+        async move { send(&c, "POST", &u, h, body).await }
+    };
+    static AUTH: [(&str, &str); 2] = [
+        ("authorization", "Bearer back-office-token"),
+        ("content-type", "application/json"),
+    ];
+    fill(&c, &slate, &all).await;
+    assert_eq!(
+        post(r#"{"url": "/s/a?x=1"}"#, &[]).await.status,
+        403,
+        "not allowed, no token"
+    );
+    assert!(hit(&c, &slate, "/s/a?x=1").await);
+    let r = post(r#"{"url": "/s/a?x=1"}"#, &AUTH).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!hit(&c, &slate, "/s/a?x=1").await && hit(&c, &slate, "/s/b").await);
+    fill(&c, &slate, &all).await;
+    assert_eq!(post(r#"{"prefix": "/s/"}"#, &AUTH).await.status, 200);
+    assert!(!hit(&c, &slate, "/s/b").await && hit(&c, &slate, "/t/z").await);
+    fill(&c, &slate, &all).await;
+    assert_eq!(
+        post(r#"{"tags": ["analytics"], "soft": true}"#, &AUTH)
+            .await
+            .status,
+        200
+    );
+    let g = get(&c, &slate.url("/t/z")).await;
+    assert!(
+        g.cache_status().contains("soft-purged"),
+        "{}",
+        g.cache_status()
+    );
+    for bad in [
+        "{not json",
+        r#"{"url": "/a", "prefix": "/b"}"#,
+        r#"{"tags": []}"#,
+        r#"{"urls": "/a"}"#,
+        r#"{"prefix": "/a*b"}"#,
+        r#"{"url": "http://elsewhere/a"}"#,
+        "{}",
+    ] {
+        let r = send(&c, "POST", &slate.admin_url("/purge"), &AUTH, bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        let j: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON error");
+        assert!(j["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    // Malformed PURGE requests on the proxy listener.
+    let t = [("authorization", "Bearer back-office-token")];
+    for (path, h) in [
+        ("/s/a*b", vec![]),
+        ("/s/*?x=1", vec![]),
+        ("/s/x", vec![("purge-mode", "sideways")]),
+        ("/s/", vec![("cache-tag", "sales")]),
+        ("/", vec![("cache-tag", " , ")]),
+        ("/s/%zz", vec![]),
+    ] {
+        let mut hs = h.clone();
+        hs.extend_from_slice(&t);
+        let r = send(&c, "PURGE", &slate.url(path), &hs, "").await;
+        assert_eq!(r.status, 400, "PURGE {path} {h:?}: {}", r.text());
+    }
+    slate.stop().await;
+}
+
+async fn warm_urls_fetched_before_anyone_asks(store: StoreUnderTest) {
+    let origin = Origin::start(|_, n| Reply::ok(format!("v{n}"))).await;
+    let extra = format!("{RULES}[warm]\nurls = [\"/s/warm?region=global\"]\nevery = \"1h\"\n");
+    let slate = Slate::start(&origin.url(), &store, &extra).await;
+    for _ in 0..200 {
+        if origin.hits("/s/warm?region=global") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let c = client();
+    let g = get(&c, &slate.url("/s/warm?region=global")).await;
+    assert!(g.cache_status().contains("; hit"), "{}", g.cache_status());
+    assert_eq!(g.text(), "v1");
+    slate.stop().await;
+}
+
+async fn namespace_change_empties_the_cache(store: StoreUnderTest) {
+    let origin = Origin::start(|_, n| Reply::ok(format!("v{n}"))).await;
+    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let c = client();
+    fill(&c, &slate, &["/s/ns"]).await;
+    let live = &slate.instance.shared.live;
+    let mut cfg = (*live.get()).clone();
+    cfg.cache.namespace = "v2".into();
+    live.set(cfg);
+    let g = get(&c, &slate.url("/s/ns")).await;
+    assert_eq!(g.text(), "v2", "old entries unreachable at once");
+    slate.stop().await;
+}
+
+on_every_store!(
+    every_purge_form,
+    soft_purge_serves_stale_to_all_and_refreshes_once,
+    purge_during_fill_is_not_undone,
+    admin_api_forms,
+    warm_urls_fetched_before_anyone_asks,
+    namespace_change_empties_the_cache,
+);
