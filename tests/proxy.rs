@@ -334,7 +334,7 @@ async fn memory_bound_holds_and_entries_survive_restart(store: StoreUnderTest) {
     let slate = Slate::start(&origin.url(), &store, RULE).await;
     let g = get(&c, &slate.url("/r/keep")).await;
     match store {
-        StoreUnderTest::Redis(_) => {
+        StoreUnderTest::Redis(_) | StoreUnderTest::Cluster(_) => {
             assert!(
                 g.cache_status().contains("hit"),
                 "Redis entries survive a restart"
