@@ -24,6 +24,8 @@ pub enum Outcome {
         stored: bool,
         /// Fetched by another instance (this one only waited for it).
         collapsed: bool,
+        /// The origin answered 304 to a revalidation: the stored body was renewed.
+        revalidated: bool,
     },
     /// The response was not shareable (private, too large to buffer, ...): each follower
     /// must go upstream on its own.

@@ -11,7 +11,8 @@
 //! ```text
 //! "SLT" version:u8 status:u16 flags:u8
 //! stored_at_ms:u64 initial_age_ms:u64 fresh_ms:u64 swr_ms:u64 sie_ms:u64 purge_seq:u64
-//! url:str32 ntags:u16 (tag:str16)* nheaders:u16 (name:str16 value:str32)* body:str32
+//! url:str32 ntags:u16 (tag:str16)* nvary:u16 (name:str16 value:str32)*
+//! nheaders:u16 (name:str16 value:str32)* body:str32
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -46,6 +47,9 @@ pub struct Entry {
     /// The normalized URL (path and query) it answers.
     pub url: String,
     pub tags: Vec<String>,
+    /// For a response with `Vary`: each listed request header and the normalized value
+    /// the request that fetched it had ([`crate::key::vary_value`]). Empty otherwise.
+    pub vary: Vec<(String, String)>,
     /// End-to-end response headers, as received (hop-by-hop headers and `Age` removed).
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -71,6 +75,20 @@ impl Entry {
     /// Remaining freshness in ms; negative once stale.
     pub fn ttl_ms(&self, now_ms: u64) -> i64 {
         self.fresh_ms as i64 - self.age_ms(now_ms) as i64
+    }
+
+    /// Whether it has a validator to revalidate with (RFC 9111 §4.3.1).
+    pub fn has_validator(&self) -> bool {
+        self.headers.contains_key(http::header::ETAG)
+            || self.headers.contains_key(http::header::LAST_MODIFIED)
+    }
+
+    /// Whether this variant was selected by the same request header values as `headers`
+    /// carries (RFC 9111 §4.1).
+    pub fn vary_matches(&self, headers: &HeaderMap) -> bool {
+        self.vary
+            .iter()
+            .all(|(name, value)| crate::key::vary_value(headers, name) == *value)
     }
 
     /// Bytes this entry takes in memory, for weighing caches.
@@ -104,6 +122,11 @@ impl Entry {
         b.put_u16_le(self.tags.len().min(u16::MAX as usize) as u16);
         for t in self.tags.iter().take(u16::MAX as usize) {
             put16(&mut b, t.as_bytes());
+        }
+        b.put_u16_le(self.vary.len().min(u16::MAX as usize) as u16);
+        for (name, value) in self.vary.iter().take(u16::MAX as usize) {
+            put16(&mut b, name.as_bytes());
+            put32(&mut b, value.as_bytes());
         }
         let n = self.headers.len().min(u16::MAX as usize);
         b.put_u16_le(n as u16);
@@ -139,6 +162,15 @@ impl Entry {
             let len = r.u16()? as usize;
             tags.push(String::from_utf8(r.take(len)?.to_vec()).map_err(|_| DecodeError::Corrupt)?);
         }
+        let nvary = r.u16()?;
+        let mut vary = Vec::with_capacity(nvary as usize);
+        for _ in 0..nvary {
+            let len = r.u16()? as usize;
+            let name =
+                String::from_utf8(r.take(len)?.to_vec()).map_err(|_| DecodeError::Corrupt)?;
+            let value = r.string32()?;
+            vary.push((name, value));
+        }
         let nheaders = r.u16()?;
         let mut headers = HeaderMap::with_capacity(nheaders as usize);
         for _ in 0..nheaders {
@@ -165,6 +197,7 @@ impl Entry {
             purge_seq,
             url,
             tags,
+            vary,
             headers,
             body,
         })
@@ -235,6 +268,7 @@ mod tests {
             purge_seq: 42,
             url: "/r?a=1".into(),
             tags: vec!["sales".into(), "finance".into()],
+            vary: vec![("accept-encoding".into(), "gzip".into())],
             headers,
             body: Bytes::from_static(b"{\"total\": 1}"),
         }

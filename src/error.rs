@@ -22,6 +22,8 @@ pub enum ProxyError {
     Upstream(#[from] UpstreamError),
     #[error("the store is unavailable: {0}")]
     Store(String),
+    #[error("not in the cache, and the request said only-if-cached")]
+    NotCached,
 }
 
 impl From<crate::key::KeyError> for ProxyError {
@@ -41,6 +43,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -59,6 +62,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Timeout(_)) => s.detail("upstream-timeout"),
             ProxyError::Upstream(UpstreamError::Unreachable(_)) => s.detail("upstream-unreachable"),
             ProxyError::Upstream(UpstreamError::Broken(_)) => s.detail("upstream-broken"),
+            ProxyError::NotCached => s.detail("only-if-cached"),
             _ => s,
         }
     }

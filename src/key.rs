@@ -181,6 +181,34 @@ pub fn cache_key(
     }
 }
 
+/// The normalized value of request header `name` for Vary matching: every field line
+/// joined, list members trimmed and joined by `,` (so `gzip, br` = `gzip,br`), absent = "".
+pub fn vary_value(headers: &HeaderMap, name: &str) -> String {
+    let mut out = String::new();
+    for v in headers.get_all(name) {
+        let s = String::from_utf8_lossy(v.as_bytes());
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// The key of one variant of `key`: what its selecting header values were.
+pub fn variant_key(key: &str, vary: &[(String, String)]) -> String {
+    let mut h = blake3::Hasher::new();
+    for (n, v) in vary {
+        h.update(&(n.len() as u64).to_le_bytes());
+        h.update(n.as_bytes());
+        h.update(&(v.len() as u64).to_le_bytes());
+        h.update(v.as_bytes());
+    }
+    format!("{key}:v:{}", &h.finalize().to_hex()[..32])
+}
+
 /// Every entry key of a namespace starts with this.
 pub fn entry_prefix(namespace: &str) -> String {
     format!("slate:{namespace}:e:")

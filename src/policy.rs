@@ -13,6 +13,9 @@ use std::time::Duration;
 /// long, so that a purge always outlives what it purged.
 pub const MAX_ENTRY_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How long past its stale windows an entry with a validator is kept for revalidation.
+const REVALIDATION_GRACE_MS: u64 = 24 * 3600 * 1000;
+
 /// The parsed `Cache-Control` directives slate acts on.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CacheControl {
@@ -60,6 +63,65 @@ impl CacheControl {
             }
         }
         cc
+    }
+}
+
+/// The request `Cache-Control` directives slate honors (RFC 9111 §5.2.1).
+///
+/// `max-stale` and `only-if-cached` only ever make slate do *less* upstream work, so they
+/// are always honored. `no-cache`, `max-age` and `min-fresh` (and `Pragma: no-cache`) ask
+/// for *more*: honoring them by default would let any client force a 30-second report to
+/// be recomputed on every request. They are honored only with
+/// `cache.honor_client_no_cache = true`, and even then as a revalidation (a 304 is cheap
+/// when the origin supports validators), never as a bypass of single-flight.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestDirectives {
+    pub no_cache: bool,
+    pub only_if_cached: bool,
+    pub max_age: Option<u64>,
+    pub min_fresh: Option<u64>,
+    /// `max-stale` without a value accepts any staleness: `u64::MAX`.
+    pub max_stale: Option<u64>,
+}
+
+impl RequestDirectives {
+    pub fn parse(headers: &HeaderMap) -> RequestDirectives {
+        let mut d = RequestDirectives::default();
+        for line in headers.get_all(CACHE_CONTROL) {
+            let Ok(line) = line.to_str() else { continue };
+            for dir in split_directives(line) {
+                let (name, value) = match dir.split_once('=') {
+                    Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                    None => (dir.trim(), None),
+                };
+                let delta = || value.and_then(|v| v.parse::<u64>().ok());
+                match name.to_ascii_lowercase().as_str() {
+                    "no-cache" => d.no_cache = true,
+                    "only-if-cached" => d.only_if_cached = true,
+                    "max-age" => d.max_age = delta(),
+                    "min-fresh" => d.min_fresh = delta(),
+                    "max-stale" => {
+                        d.max_stale = Some(if value.is_some() {
+                            delta().unwrap_or(0)
+                        } else {
+                            u64::MAX
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !headers.contains_key(CACHE_CONTROL) {
+            let pragma = headers.get_all(http::header::PRAGMA).iter();
+            d.no_cache = pragma
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.to_ascii_lowercase().contains("no-cache"));
+        }
+        d
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == RequestDirectives::default()
     }
 }
 
@@ -120,17 +182,28 @@ pub struct Freshness {
     pub swr_ms: u64,
     pub sie_ms: u64,
     pub must_revalidate: bool,
+    /// Stored, but validated with the origin before every use.
+    pub no_cache: bool,
     pub tags: Vec<String>,
+    /// Request headers the response varies on.
+    pub vary: Vec<String>,
 }
 
 impl Freshness {
     /// How long the store should keep the entry: fresh plus the longest stale window,
     /// capped by [`MAX_ENTRY_LIFETIME`].
-    pub fn keep_for(&self, age_ms: u64) -> Duration {
+    pub fn keep_for(&self, age_ms: u64, has_validator: bool) -> Duration {
+        // An entry with a validator stays useful after it goes stale: a 304 renews it
+        // without the body crossing the wire again.
+        let revalidation = if has_validator {
+            REVALIDATION_GRACE_MS
+        } else {
+            0
+        };
         let ms = self
             .fresh_ms
             .saturating_sub(age_ms)
-            .saturating_add(self.swr_ms.max(self.sie_ms))
+            .saturating_add(self.swr_ms.max(self.sie_ms).max(revalidation))
             .max(1000);
         Duration::from_millis(ms).min(MAX_ENTRY_LIFETIME)
     }
@@ -210,27 +283,18 @@ pub fn decide(
         if cc.private {
             return Decision::NoStore("private");
         }
-        if cc.no_cache {
+        // no-cache: may be stored, but every use must be validated first; without a
+        // validator that is a full fetch every time, so storing would only waste space.
+        let validator = headers.contains_key(http::header::ETAG)
+            || headers.contains_key(http::header::LAST_MODIFIED);
+        if cc.no_cache && !validator {
             return Decision::NoStore("no-cache");
         }
     }
-    // Variants: only the request headers of the rule's `key_headers` are in the key, so a
-    // response that varies on anything else cannot be stored under it.
-    for line in headers.get_all(VARY) {
-        let Ok(line) = line.to_str() else {
-            return Decision::NoStore("vary");
-        };
-        for name in line.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            let covered = rule.is_some_and(|r| {
-                r.key_headers
-                    .iter()
-                    .any(|k| k.as_str().eq_ignore_ascii_case(name))
-            });
-            if name == "*" || !covered {
-                return Decision::NoStore("vary");
-            }
-        }
-    }
+    let vary = match vary_names(headers) {
+        Some(v) => v,
+        None => return Decision::NoStore("vary-star"),
+    };
 
     let rule_ttl = rule.and_then(|r| r.ttl).map(|d| d.as_millis() as u64);
     let origin_ms: Option<u64> = if let Some(v) = cc.s_maxage {
@@ -285,8 +349,29 @@ pub fn decide(
         swr_ms,
         sie_ms,
         must_revalidate,
+        no_cache: !overriding && cc.no_cache,
         tags: tags(headers, rule),
+        vary,
     })
+}
+
+/// The request headers a response varies on, lower-cased; `None` for `Vary: *` (or an
+/// unreadable `Vary`), which no later request can match.
+pub fn vary_names(headers: &HeaderMap) -> Option<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    for line in headers.get_all(VARY) {
+        let line = line.to_str().ok()?;
+        for name in line.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "*" {
+                return None;
+            }
+            let n = name.to_ascii_lowercase();
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    Some(names)
 }
 
 #[cfg(test)]

@@ -67,6 +67,8 @@ struct Lookup {
     path_and_query: String,
     /// Request headers for the upstream (unkeyed and conditional headers removed).
     headers: HeaderMap,
+    /// The client's own `Cache-Control` directives.
+    directives: policy::RequestDirectives,
     peer: SocketAddr,
 }
 
@@ -78,10 +80,32 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let cfg = shared.live.get();
     let head = req.method() == Method::HEAD;
+    let conditional = (head || req.method() == Method::GET)
+        .then(|| Conditional::of(req.headers()))
+        .flatten();
     let (mut resp, status) = match route(&shared, &cfg, req, peer).await {
         Ok(r) => r,
         Err(e) => (e.response(), e.cache_status()),
     };
+    // A client's own conditional request, answered from what the cache serves (RFC 9111
+    // §4.3.2); pass-through answers were the origin's to make.
+    if let Some(c) = conditional {
+        let from_cache = matches!(
+            status.phase,
+            Phase::Hit | Phase::Stale | Phase::Miss | Phase::Collapsed
+        );
+        if from_cache && resp.status() == StatusCode::OK && c.not_modified(resp.headers()) {
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            *resp.body_mut() = ProxyBody::Empty;
+            for h in [
+                header::CONTENT_LENGTH,
+                header::CONTENT_ENCODING,
+                header::CONTENT_RANGE,
+            ] {
+                resp.headers_mut().remove(h);
+            }
+        }
+    }
     shared.metrics.request(status.phase);
     if cfg.log.access_log {
         tracing::info!(target: "slate::access", peer = %peer, status = resp.status().as_u16(), cache = ?status.header());
@@ -99,6 +123,51 @@ pub async fn handle(
 }
 
 use http::HeaderName;
+
+/// A client's `If-None-Match` / `If-Modified-Since`.
+struct Conditional {
+    none_match: Option<String>,
+    modified_since: Option<std::time::SystemTime>,
+}
+
+impl Conditional {
+    fn of(h: &HeaderMap) -> Option<Conditional> {
+        let none_match = h
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let modified_since = h
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| httpdate::parse_http_date(s.trim()).ok());
+        (none_match.is_some() || modified_since.is_some()).then_some(Conditional {
+            none_match,
+            modified_since,
+        })
+    }
+
+    /// RFC 9110 §13.1.2 and §13.1.3: `If-None-Match` (weak comparison) wins over
+    /// `If-Modified-Since`.
+    fn not_modified(&self, resp: &HeaderMap) -> bool {
+        if let Some(inm) = &self.none_match {
+            let Some(etag) = resp.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+                return false;
+            };
+            let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+            return inm
+                .split(',')
+                .any(|t| t.trim() == "*" || weak(t) == weak(etag));
+        }
+        match (self.modified_since, resp.get(header::LAST_MODIFIED)) {
+            (Some(since), Some(lm)) => lm
+                .to_str()
+                .ok()
+                .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+                .is_some_and(|lm| lm <= since),
+            _ => false,
+        }
+    }
+}
 
 type Answer = Result<(Response<ProxyBody>, CacheStatus), ProxyError>;
 
@@ -190,9 +259,11 @@ async fn cached(
     ] {
         headers.remove(h);
     }
+    let directives = policy::RequestDirectives::parse(&headers);
     let lookup = Lookup {
         rule: rule.cloned(),
         key,
+        directives,
         path_and_query: parts
             .uri
             .path_and_query()
@@ -208,7 +279,8 @@ enum Found {
     Fresh(Arc<Entry>),
     /// Stale but servable at once, with one refresh started.
     Revalidate(Arc<Entry>, &'static str),
-    /// Stale beyond its windows: a miss, but servable if the origin fails (`stale-if-error`).
+    /// Not servable as it is: a fetch is needed, conditional if the entry has a validator;
+    /// and it may still answer if the origin fails (`stale-if-error`).
     Expired(Arc<Entry>),
     Miss,
 }
@@ -217,35 +289,67 @@ async fn store_get(shared: &Shared, key: &str) -> Option<Arc<Entry>> {
     match shared.store.get(key).await {
         Ok(e) => e,
         Err(e) => {
-            shared
-                .metrics
-                .store_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.metrics.store_errors.fetch_add(1, Relaxed);
             tracing::warn!(error = %e, "store lookup failed; going upstream");
             None
         }
     }
 }
 
-fn classify(shared: &Shared, entry: Option<Arc<Entry>>) -> Found {
+/// The stored response for a request: the entry under its key, or, when that one varies on
+/// request headers this request does not match, the variant stored for this request's
+/// values (RFC 9111 §4.1). The primary key holds the most recent variant, so the common
+/// case is one store read.
+async fn find(shared: &Shared, lookup: &Lookup) -> Option<Arc<Entry>> {
+    let e = store_get(shared, &lookup.key.key).await?;
+    if e.vary.is_empty() || e.vary_matches(&lookup.headers) {
+        return Some(e);
+    }
+    let mine: Vec<(String, String)> = e
+        .vary
+        .iter()
+        .map(|(n, _)| (n.clone(), key::vary_value(&lookup.headers, n)))
+        .collect();
+    let v = store_get(shared, &key::variant_key(&lookup.key.key, &mine)).await?;
+    v.vary_matches(&lookup.headers).then_some(v)
+}
+
+fn classify(shared: &Shared, entry: Option<Arc<Entry>>, lookup: &Lookup) -> Found {
     let Some(e) = entry else { return Found::Miss };
     let now = shared.clock.now_ms();
     let verdict = shared.purges.table().verdict(&e);
     let must_revalidate = e.flags & entry::MUST_REVALIDATE != 0;
+    let no_cache = e.flags & entry::NO_CACHE != 0;
     match verdict {
         Verdict::Gone => Found::Miss,
-        Verdict::Stale if !must_revalidate => Found::Revalidate(e, "soft-purged"),
-        Verdict::Stale => Found::Miss,
+        Verdict::Stale if !must_revalidate && !no_cache => Found::Revalidate(e, "soft-purged"),
+        Verdict::Stale => Found::Expired(e),
         Verdict::Valid => {
             let ttl = e.ttl_ms(now);
-            if ttl > 0 {
-                Found::Fresh(e)
-            } else if (-ttl as u64) < e.swr_ms {
-                Found::Revalidate(e, "stale-while-revalidate")
-            } else if (-ttl as u64) < e.sie_ms {
+            let d = &lookup.directives;
+            let honor = shared.live.get().cache.honor_client_no_cache;
+            let client_wants_fresher = honor
+                && (d.no_cache
+                    || d.max_age
+                        .is_some_and(|m| e.age_ms(now) > m.saturating_mul(1000))
+                    || d.min_fresh
+                        .is_some_and(|m| ttl < m.saturating_mul(1000) as i64));
+            let stale_by = (-ttl).max(0) as u64;
+            if no_cache || client_wants_fresher {
                 Found::Expired(e)
+            } else if ttl > 0 {
+                Found::Fresh(e)
+            } else if must_revalidate {
+                Found::Expired(e)
+            } else if stale_by < e.swr_ms {
+                Found::Revalidate(e, "stale-while-revalidate")
+            } else if d
+                .max_stale
+                .is_some_and(|m| stale_by <= m.saturating_mul(1000))
+            {
+                Found::Revalidate(e, "max-stale")
             } else {
-                Found::Miss
+                Found::Expired(e)
             }
         }
     }
@@ -254,7 +358,7 @@ fn classify(shared: &Shared, entry: Option<Arc<Entry>>) -> Found {
 /// Whether an expired entry may still answer for an origin failure now.
 fn usable_on_error(shared: &Shared, e: &Entry) -> bool {
     let ttl = e.ttl_ms(shared.clock.now_ms());
-    ttl > 0 || ((-ttl) as u64) < e.sie_ms
+    (ttl > 0 && e.flags & entry::NO_CACHE == 0) || ((-ttl) as u64) < e.sie_ms
 }
 
 /// A response built from an entry. `from_store`: it was served from the store (so it gets
@@ -286,17 +390,18 @@ fn stale_status(shared: &Shared, e: &Entry, detail: &'static str) -> CacheStatus
 }
 
 async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -> Answer {
-    // A few rounds at most: a round ends early only when a leader vanished without an outcome.
-    for _ in 0..3 {
+    // A few rounds at most: a round ends early when a leader vanished without an outcome,
+    // or when the fill we waited for brought another variant than ours.
+    for _ in 0..4 {
         let mut stale = None;
         let mut fwd = "uri-miss";
-        match classify(shared, store_get(shared, &lookup.key.key).await) {
+        match classify(shared, find(shared, &lookup).await, &lookup) {
             Found::Fresh(e) => {
                 let s = CacheStatus::hit(e.ttl_ms(shared.clock.now_ms()));
                 return Ok((entry_response(shared, &e, true), s));
             }
             Found::Revalidate(e, why) => {
-                refresh(shared, cfg, &lookup);
+                refresh(shared, cfg, &lookup, Some(e.clone()));
                 return Ok((
                     entry_response(shared, &e, true),
                     stale_status(shared, &e, why),
@@ -308,28 +413,32 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
             }
             Found::Miss => {}
         }
+        if lookup.directives.only_if_cached {
+            return Err(ProxyError::NotCached);
+        }
         let outcome = match shared.flights.join(&lookup.key.key) {
             Role::Leader(permit) => {
                 // Double-checked: the previous fill may have stored the entry and released
                 // its permit between our lookup and our join.
-                if stale.is_none() {
-                    if let Found::Fresh(e) =
-                        classify(shared, store_get(shared, &lookup.key.key).await)
-                    {
-                        permit.finish(Arc::new(Outcome::Shared {
-                            entry: e.clone(),
-                            stored: true,
-                            collapsed: true,
-                        }));
-                        let s = CacheStatus::hit(e.ttl_ms(shared.clock.now_ms()));
-                        return Ok((entry_response(shared, &e, true), s));
-                    }
+                if let Found::Fresh(e) = classify(shared, find(shared, &lookup).await, &lookup) {
+                    let collapsed = true;
+                    let (stored, revalidated) = (true, false);
+                    let o = Outcome::Shared {
+                        entry: e.clone(),
+                        stored,
+                        collapsed,
+                        revalidated,
+                    };
+                    permit.finish(Arc::new(o));
+                    let s = CacheStatus::hit(e.ttl_ms(shared.clock.now_ms()));
+                    return Ok((entry_response(shared, &e, true), s));
                 }
                 let (tx, rx) = oneshot::channel();
                 let job = Fill {
                     shared: shared.clone(),
                     cfg: cfg.clone(),
                     lookup: lookup.clone(),
+                    validate: stale.clone().filter(|e| e.has_validator()),
                     leader: Some(tx),
                 };
                 shared.tasks.spawn(job.run(permit));
@@ -349,10 +458,12 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
         };
         let (outcome, phase) = outcome;
         match &*outcome {
+            Outcome::Shared { entry, .. } if !entry.vary_matches(&lookup.headers) => continue,
             Outcome::Shared {
                 entry,
                 stored,
                 collapsed,
+                revalidated,
             } => {
                 let phase = if *collapsed { Phase::Collapsed } else { phase };
                 if entry.status.is_server_error() {
@@ -363,8 +474,12 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
                 }
                 let mut s = CacheStatus::fwd(phase, fwd);
                 s.stored = *stored && phase == Phase::Miss;
-                s.fwd_status = Some(entry.status.as_u16());
-                return Ok((entry_response(shared, entry, false), s));
+                s.fwd_status = Some(if *revalidated {
+                    304
+                } else {
+                    entry.status.as_u16()
+                });
+                return Ok((entry_response(shared, entry, *revalidated), s));
             }
             Outcome::Failed(err) => {
                 if let Some(s) = stale.as_ref().filter(|s| usable_on_error(shared, s)) {
@@ -390,12 +505,13 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
 }
 
 /// Starts one background refresh of a stale entry, unless one already runs.
-fn refresh(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) {
+fn refresh(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup, stale: Option<Arc<Entry>>) {
     if let Role::Leader(permit) = shared.flights.join(&lookup.key.key) {
         let job = Fill {
             shared: shared.clone(),
             cfg: cfg.clone(),
             lookup: lookup.clone(),
+            validate: stale.filter(|e| e.has_validator()),
             leader: None,
         };
         shared.tasks.spawn(job.run(permit));
@@ -419,15 +535,18 @@ pub async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyEr
         rule: rule.cloned(),
         path_and_query: url.to_string(),
         headers: HeaderMap::new(),
+        directives: Default::default(),
         peer: SocketAddr::from(([127, 0, 0, 1], 0)),
     };
     // Still fresh past the next round: nothing to do. Otherwise refill now, before it
     // expires, so the first client after the round never waits for the report.
     let horizon = cfg.warm.every.as_millis() as i64 + 5_000;
-    if let Found::Fresh(e) = classify(shared, store_get(shared, &lookup.key.key).await) {
-        if e.ttl_ms(shared.clock.now_ms()) > horizon {
-            return Ok(e.status);
-        }
+    let found = classify(shared, find(shared, &lookup).await, &lookup);
+    let mut validate = None;
+    match found {
+        Found::Fresh(e) if e.ttl_ms(shared.clock.now_ms()) > horizon => return Ok(e.status),
+        Found::Fresh(e) | Found::Revalidate(e, _) | Found::Expired(e) => validate = Some(e),
+        Found::Miss => {}
     }
     let outcome = match shared.flights.join(&lookup.key.key) {
         Role::Leader(permit) => {
@@ -436,6 +555,7 @@ pub async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyEr
                 shared: shared.clone(),
                 cfg: cfg.clone(),
                 lookup,
+                validate: validate.filter(|e| e.has_validator()),
                 leader: Some(tx),
             };
             job.run(permit).await;
@@ -459,6 +579,16 @@ pub async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyEr
 }
 
 type FillResult = (Arc<Outcome>, Option<(Response<ProxyBody>, CacheStatus)>);
+
+/// An entry another instance (or an earlier fill) stored while we waited.
+fn shared_by_another(entry: Arc<Entry>) -> Arc<Outcome> {
+    Arc::new(Outcome::Shared {
+        entry,
+        stored: false,
+        collapsed: true,
+        revalidated: false,
+    })
+}
 
 /// How often a waiter on another instance's fill looks at the store, in case it missed
 /// the owner's event.
@@ -496,6 +626,8 @@ struct Fill {
     shared: Arc<Shared>,
     cfg: Arc<Config>,
     lookup: Lookup,
+    /// A stored entry to revalidate: its validators go upstream, and a 304 renews it.
+    validate: Option<Arc<Entry>>,
     leader: Option<oneshot::Sender<ForLeader>>,
 }
 
@@ -575,16 +707,11 @@ impl Fill {
                         sh.metrics.lock_takeovers.fetch_add(1, Relaxed);
                     }
                     // The previous owner may have stored it just before we got the lock.
-                    if let Found::Fresh(e) = classify(sh, store_get(sh, key).await) {
+                    if let Found::Fresh(e) =
+                        classify(sh, find(sh, &self.lookup).await, &self.lookup)
+                    {
                         let _ = sh.store.unlock(&lock, &token).await;
-                        return (
-                            Arc::new(Outcome::Shared {
-                                entry: e,
-                                stored: false,
-                                collapsed: true,
-                            }),
-                            None,
-                        );
+                        return (shared_by_another(e), None);
                     }
                     let renew = async {
                         loop {
@@ -626,15 +753,8 @@ impl Fill {
                     e = next_filled(&mut events, key) => e,
                     _ = tokio::time::sleep(REMOTE_POLL) => None,
                 };
-                if let Found::Fresh(e) = classify(sh, store_get(sh, key).await) {
-                    return (
-                        Arc::new(Outcome::Shared {
-                            entry: e,
-                            stored: false,
-                            collapsed: true,
-                        }),
-                        None,
-                    );
+                if let Found::Fresh(e) = classify(sh, find(sh, &self.lookup).await, &self.lookup) {
+                    return (shared_by_another(e), None);
                 }
                 match said.as_deref() {
                     Some("pass") => return (Arc::new(Outcome::Pass), None),
@@ -677,9 +797,16 @@ impl Fill {
         };
         *req.uri_mut() = uri;
         *req.headers_mut() = self.lookup.headers.clone();
-        sh.metrics
-            .upstream_requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(old) = &self.validate {
+            let h = req.headers_mut();
+            if let Some(etag) = old.headers.get(header::ETAG) {
+                h.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(lm) = old.headers.get(header::LAST_MODIFIED) {
+                h.insert(header::IF_MODIFIED_SINCE, lm.clone());
+            }
+        }
+        sh.metrics.upstream_requests.fetch_add(1, Relaxed);
         let resp = match sh
             .upstream
             .send(&cfg.upstream, req, Some(self.lookup.peer.ip()))
@@ -687,9 +814,7 @@ impl Fill {
         {
             Ok(r) => r,
             Err(e) => {
-                sh.metrics
-                    .upstream_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                sh.metrics.upstream_errors.fetch_add(1, Relaxed);
                 tracing::warn!(url = %self.lookup.key.url.url, error = %e, "fill failed");
                 return (Arc::new(Outcome::Failed(e)), None);
             }
@@ -718,29 +843,47 @@ impl Fill {
                 );
             }
             Err(e) => {
-                sh.metrics
-                    .upstream_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                sh.metrics.upstream_errors.fetch_add(1, Relaxed);
                 tracing::warn!(url = %self.lookup.key.url.url, error = %e, "fill body failed; nothing stored");
                 return (Arc::new(Outcome::Failed(e)), None);
             }
         };
         sh.metrics
             .bytes_from_upstream
-            .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(body.len() as u64, Relaxed);
         let response_ms = sh.clock.now_ms();
-        let mut headers = parts.headers;
+        let (status, mut headers, body, revalidated) = match (&self.validate, parts.status) {
+            // Not modified: the stored response, with its headers updated from the 304
+            // (RFC 9111 §3.2, §4.3.4).
+            (Some(old), StatusCode::NOT_MODIFIED) => {
+                let mut h = old.headers.clone();
+                let mut replaced: Vec<HeaderName> = Vec::new();
+                for (name, value) in parts.headers.iter() {
+                    if matches!(
+                        *name,
+                        header::CONTENT_LENGTH
+                            | header::CONTENT_ENCODING
+                            | header::CONTENT_RANGE
+                            | header::TRANSFER_ENCODING
+                    ) {
+                        continue;
+                    }
+                    if !replaced.contains(name) {
+                        h.remove(name);
+                        replaced.push(name.clone());
+                    }
+                    h.append(name.clone(), value.clone());
+                }
+                (old.status, h, old.body.clone(), true)
+            }
+            _ => (parts.status, parts.headers, body, false),
+        };
         headers.remove(header::CONTENT_LENGTH);
         let initial_age_ms = policy::initial_age_ms(&headers, request_ms, response_ms);
         headers.remove(header::AGE);
-        let decision = policy::decide(
-            self.lookup.rule.as_ref(),
-            parts.status,
-            &headers,
-            response_ms,
-        );
+        let decision = policy::decide(self.lookup.rule.as_ref(), status, &headers, response_ms);
         let mut entry = Entry {
-            status: parts.status,
+            status,
             flags: 0,
             stored_at_ms: response_ms,
             initial_age_ms,
@@ -750,6 +893,7 @@ impl Fill {
             purge_seq,
             url: self.lookup.key.url.url.clone(),
             tags: Vec::new(),
+            vary: Vec::new(),
             headers,
             body,
         };
@@ -759,52 +903,69 @@ impl Fill {
                 entry.swr_ms = f.swr_ms;
                 entry.sie_ms = f.sie_ms;
                 entry.tags = f.tags.clone();
+                entry.vary = f
+                    .vary
+                    .iter()
+                    .map(|n| (n.clone(), key::vary_value(&self.lookup.headers, n)))
+                    .collect();
                 if f.must_revalidate {
                     entry.flags |= entry::MUST_REVALIDATE;
                 }
-                let keep = f.keep_for(initial_age_ms);
+                if f.no_cache {
+                    entry.flags |= entry::NO_CACHE;
+                }
+                let keep = f.keep_for(initial_age_ms, entry.has_validator());
                 let entry = Arc::new(entry);
                 // A purge that landed while we fetched covers this response: hand it to
                 // those who asked before, but never store it as fresh.
                 let purged = sh.purges.table().verdict(&entry) != Verdict::Valid;
-                let stored = !purged
-                    && match sh
-                        .store
-                        .put(&self.lookup.key.key, entry.clone(), keep)
-                        .await
-                    {
-                        Ok(()) => true,
-                        Err(e) => {
-                            sh.metrics
-                                .store_errors
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::warn!(error = %e, "store write failed; response served uncached");
-                            false
-                        }
-                    };
-                let collapsed = false;
-                (
-                    Arc::new(Outcome::Shared {
-                        entry,
-                        stored,
-                        collapsed,
-                    }),
-                    None,
-                )
+                let stored = !purged && self.store(&entry, keep).await;
+                let o = Outcome::Shared {
+                    entry,
+                    stored,
+                    collapsed: false,
+                    revalidated,
+                };
+                (Arc::new(o), None)
             }
-            Decision::NoStore(_) if parts.status.is_server_error() => (
-                Arc::new(Outcome::Shared {
+            Decision::NoStore(_) if status.is_server_error() => {
+                let o = Outcome::Shared {
                     entry: Arc::new(entry),
                     stored: false,
                     collapsed: false,
-                }),
-                None,
-            ),
+                    revalidated,
+                };
+                (Arc::new(o), None)
+            }
             Decision::NoStore(why) => {
                 let r = entry_response(sh, &entry, false);
                 let mut s = CacheStatus::fwd(Phase::Miss, "uri-miss").detail(why);
                 s.fwd_status = Some(parts.status.as_u16());
                 (Arc::new(Outcome::Pass), Some((r, s)))
+            }
+        }
+    }
+
+    /// Writes an entry under its key, and under its variant key when it varies.
+    async fn store(&self, entry: &Arc<Entry>, keep: Duration) -> bool {
+        let sh = &self.shared;
+        let key = &self.lookup.key.key;
+        let mut result = Ok(());
+        if !entry.vary.is_empty() {
+            result = sh
+                .store
+                .put(&key::variant_key(key, &entry.vary), entry.clone(), keep)
+                .await;
+        }
+        if result.is_ok() {
+            result = sh.store.put(key, entry.clone(), keep).await;
+        }
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                sh.metrics.store_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "store write failed; response served uncached");
+                false
             }
         }
     }
@@ -875,6 +1036,28 @@ async fn pass(
     Ok((resp, status))
 }
 
+/// A `Location`-style reference as a normalized URL, if it points at this same origin.
+fn same_origin_url(cfg: &Config, v: &str, host: Option<&str>, base_path: &str) -> Option<String> {
+    let uri: http::Uri = v.trim().parse().ok()?;
+    let path_and_query = match (uri.authority(), uri.path_and_query()) {
+        (Some(a), pq) => {
+            if Some(a.as_str().to_ascii_lowercase().as_str()) != host {
+                return None;
+            }
+            pq.map_or("/".to_string(), |p| p.as_str().to_string())
+        }
+        (None, Some(pq)) if pq.as_str().starts_with('/') => pq.as_str().to_string(),
+        (None, Some(pq)) => {
+            // Relative to the request's directory.
+            let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
+            format!("{dir}{}", pq.as_str())
+        }
+        (None, None) => return None,
+    };
+    let uri: http::Uri = path_and_query.parse().ok()?;
+    normal_url(cfg, &uri).ok().map(|(u, _)| u.url)
+}
+
 /// POST, PUT, PATCH, DELETE: pass through; a success invalidates the URL (RFC 9111 §4.4).
 async fn unsafe_method(
     shared: &Arc<Shared>,
@@ -883,6 +1066,12 @@ async fn unsafe_method(
     peer: SocketAddr,
 ) -> Answer {
     let target = normal_url(cfg, req.uri()).ok().map(|(u, _)| u.url);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let base_path = req.uri().path().to_string();
     let req = req.map(ProxyBody::Incoming);
     let (resp, status) = pass(
         shared,
@@ -894,8 +1083,21 @@ async fn unsafe_method(
     .await?;
     let ok = resp.status().is_success() || resp.status().is_redirection();
     if let (true, Some(url)) = (ok, target) {
+        let mut targets = vec![Target::Url(url)];
+        // RFC 9111 §4.4: also the URLs in Location and Content-Location, when they are on
+        // the same origin (a relative reference, or the request's own host).
+        for h in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(v) = resp.headers().get(&h).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            if let Some(u) = same_origin_url(cfg, v, host.as_deref(), &base_path) {
+                if !targets.contains(&Target::Url(u.clone())) {
+                    targets.push(Target::Url(u));
+                }
+            }
+        }
         let req = PurgeRequest {
-            targets: vec![Target::Url(url)],
+            targets,
             soft: false,
         };
         if let Err(e) = shared.purges.purge(req).await {

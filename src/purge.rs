@@ -351,6 +351,7 @@ mod tests {
             purge_seq: seq,
             url: url.into(),
             tags: tags.iter().map(|s| s.to_string()).collect(),
+            vary: Vec::new(),
             headers: Default::default(),
             body: Default::default(),
         }

@@ -70,6 +70,7 @@ pub struct FileStore {
 pub struct FileCache {
     pub namespace: Option<S>,
     pub ignore_params: Option<Vec<S>>,
+    pub honor_client_no_cache: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -118,6 +118,9 @@ pub struct StoreConfig {
 pub struct CacheConfig {
     pub namespace: String,
     pub ignore_params: Vec<Glob>,
+    /// Honor a client's `Cache-Control: no-cache` / `max-age` / `min-fresh` (as a
+    /// revalidation). Off by default: a denial-of-service lever against the back end.
+    pub honor_client_no_cache: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -349,6 +349,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let cache = CacheConfig {
         namespace,
         ignore_params: global_ignore.clone(),
+        honor_client_no_cache: file.cache.honor_client_no_cache.unwrap_or(false),
     };
 
     let mut warm_urls = Vec::new();
