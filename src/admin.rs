@@ -42,16 +42,18 @@ pub fn authorized(cfg: &Config, headers: &HeaderMap, peer: SocketAddr) -> bool {
     given.trim().as_bytes().ct_eq(token.as_bytes()).into()
 }
 
-fn forbidden(shared: &Shared, peer: SocketAddr, what: &str) -> ProxyError {
-    shared.metrics.purges_refused.fetch_add(1, Relaxed);
+fn forbidden(shared: &Shared, peer: SocketAddr, what: &str, form: Option<&str>) -> ProxyError {
+    if let Some(form) = form {
+        shared.metrics.purge(form, "refused");
+    }
     tracing::warn!(peer = %peer, what, "purge refused: source not allowed and no valid token");
     ProxyError::Forbidden(
         "purging needs a source in purge.allow or `Authorization: Bearer <purge.token>`".into(),
     )
 }
 
-fn bad(shared: &Shared, msg: impl Into<String>) -> ProxyError {
-    shared.metrics.purges_refused.fetch_add(1, Relaxed);
+fn bad(shared: &Shared, form: &str, msg: impl Into<String>) -> ProxyError {
+    shared.metrics.purge(form, "refused");
     ProxyError::BadRequest(msg.into())
 }
 
@@ -124,12 +126,23 @@ async fn apply(
             let _ = shared.store.delete(&k.key).await;
         }
     }
-    let seq = shared
-        .purges
-        .purge(req)
-        .await
-        .map_err(|e| ProxyError::Store(e.to_string()))?;
-    shared.metrics.purges.fetch_add(1, Relaxed);
+    let form = if scope == "tags" { "tags" } else { scope };
+    let seq = match shared.purges.purge(req).await {
+        Ok(seq) => seq,
+        Err(e) => {
+            shared.metrics.purge(form, "error");
+            tracing::error!(peer = %peer, scope, ?targets, error = %e, "purge failed: the store did not take it");
+            return Err(ProxyError::Store(e.to_string()));
+        }
+    };
+    shared.metrics.purge(form, "ok");
+    shared.metrics.note_purge(crate::metrics::PurgeNote {
+        at_ms: shared.clock.now_ms(),
+        scope,
+        targets: targets.join(", "),
+        soft,
+        source: peer.ip().to_string(),
+    });
     tracing::info!(peer = %peer, scope, ?targets, soft, seq, "purge");
     Ok(json_response(
         StatusCode::OK,
@@ -144,14 +157,21 @@ pub async fn purge_method(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<(Response<ProxyBody>, CacheStatus), ProxyError> {
+    let form = if req.headers().contains_key("cache-tag") {
+        "tags"
+    } else if req.uri().path().contains('*') {
+        "prefix"
+    } else {
+        "url"
+    };
     if !authorized(cfg, req.headers(), peer) {
-        return Err(forbidden(shared, peer, "PURGE"));
+        return Err(forbidden(shared, peer, "PURGE", Some(form)));
     }
     let soft = match req.headers().get("purge-mode").map(|v| v.to_str()) {
         None => false,
         Some(Ok(v)) if v.trim().eq_ignore_ascii_case("soft") => true,
         Some(Ok(v)) if v.trim().eq_ignore_ascii_case("hard") => false,
-        Some(_) => return Err(bad(shared, "Purge-Mode must be `soft` or `hard`")),
+        Some(_) => return Err(bad(shared, form, "Purge-Mode must be `soft` or `hard`")),
     };
     let uri = req.uri();
     let tags = req.headers().get("cache-tag");
@@ -159,21 +179,22 @@ pub async fn purge_method(
         if uri.path() != "/" || uri.query().is_some() {
             return Err(bad(
                 shared,
+                form,
                 "a tag purge is `PURGE /` with a Cache-Tag header",
             ));
         }
         let s = tags
             .to_str()
-            .map_err(|_| bad(shared, "Cache-Tag is not text"))?;
-        tag_targets(s.split(',').map(str::to_string)).map_err(|e| bad(shared, e))?
+            .map_err(|_| bad(shared, form, "Cache-Tag is not text"))?;
+        tag_targets(s.split(',').map(str::to_string)).map_err(|e| bad(shared, form, e))?
     } else if uri.path().contains('*') {
         if uri.query().is_some() {
-            return Err(bad(shared, "a prefix purge takes no query"));
+            return Err(bad(shared, form, "a prefix purge takes no query"));
         }
-        vec![prefix_target(uri.path()).map_err(|e| bad(shared, e))?]
+        vec![prefix_target(uri.path()).map_err(|e| bad(shared, form, e))?]
     } else {
         let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-        vec![url_target(cfg, pq).map_err(|e| bad(shared, e))?]
+        vec![url_target(cfg, pq).map_err(|e| bad(shared, form, e))?]
     };
     let resp = apply(shared, cfg, PurgeRequest { targets, soft }, peer).await?;
     Ok((resp, CacheStatus::new(Phase::Purge)))
@@ -199,14 +220,19 @@ pub async fn handle(
     let r = match (req.method().clone(), req.uri().path()) {
         (Method::GET, "/healthz") => Ok(healthz(&shared).await),
         (Method::GET, "/metrics") => {
-            let mut r = Response::new(ProxyBody::full(shared.metrics.render()));
+            let mut r = Response::new(ProxyBody::full(
+                shared.metrics.render(&gauges(&shared, &cfg)),
+            ));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
             );
             Ok(r)
         }
-        (Method::GET, "/status") => Ok(crate::status::page(&shared, &cfg)),
+        (Method::GET, "/status") => {
+            let ok = store_ok(&shared).await;
+            Ok(crate::status::page(&shared, &cfg, ok))
+        }
         (Method::GET, "/entry") => entry(&shared, &cfg, &req, peer).await,
         (Method::POST, "/purge") => purge_json(&shared, &cfg, req, peer).await,
         (_, "/healthz" | "/metrics" | "/status" | "/entry" | "/purge") => Err(
@@ -219,8 +245,89 @@ pub async fn handle(
     r.unwrap_or_else(|e| e.response())
 }
 
+/// Gauges read at scrape time: the in-process tier, fills in flight, the purge log.
+fn gauges(shared: &Shared, cfg: &Config) -> String {
+    let mut g = Vec::new();
+    if let Some(l1) = shared.store.l1() {
+        let st = &l1.stats;
+        g.push((
+            "slate_l1_hits_total",
+            "counter",
+            "Lookups answered by the in-process tier.",
+            st.hits.load(Relaxed) as f64,
+        ));
+        g.push((
+            "slate_l1_misses_total",
+            "counter",
+            "Lookups the in-process tier sent on to the shared store.",
+            st.misses.load(Relaxed) as f64,
+        ));
+        g.push((
+            "slate_l1_invalidations_total",
+            "counter",
+            "In-process copies dropped because another instance wrote or deleted the key.",
+            st.invalidations.load(Relaxed) as f64,
+        ));
+        g.push((
+            "slate_l1_flushes_total",
+            "counter",
+            "Times the whole in-process tier was emptied (subscription lost or behind).",
+            st.flushes.load(Relaxed) as f64,
+        ));
+        g.push((
+            "slate_l1_bytes",
+            "gauge",
+            "Bytes held by the in-process tier.",
+            l1.bytes() as f64,
+        ));
+        g.push((
+            "slate_l1_trusted",
+            "gauge",
+            "1 while the invalidation subscription is up and the tier is in use.",
+            if l1.is_trusted() { 1.0 } else { 0.0 },
+        ));
+    }
+    g.push((
+        "slate_fills_in_flight",
+        "gauge",
+        "Fills running on this instance.",
+        shared.flights.in_flight() as f64,
+    ));
+    g.push((
+        "slate_purge_log_records",
+        "gauge",
+        "Purge targets in force (kept until every entry they cover has expired).",
+        shared.purges.table().len() as f64,
+    ));
+    let mut s = String::new();
+    for (name, kind, help, v) in g {
+        s.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    }
+    s.push_str(&format!(
+        "# HELP slate_info Build and config version.\n# TYPE slate_info gauge\nslate_info{{version=\"{}\",config=\"{}\",store=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION"),
+        cfg.version,
+        shared.store.name()
+    ));
+    s
+}
+
+/// A live check of the store, bounded by half a second.
+async fn store_ok(shared: &Shared) -> bool {
+    matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            shared.store.purge_seq()
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
 async fn healthz(shared: &Shared) -> Response<ProxyBody> {
-    let store_ok = shared.store.purge_seq().await.is_ok();
+    let store_ok = store_ok(shared).await;
     let status = if store_ok { "ok" } else { "degraded" };
     json_response(
         StatusCode::OK,
@@ -235,26 +342,28 @@ async fn purge_json(
     peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if !authorized(cfg, req.headers(), peer) {
-        return Err(forbidden(shared, peer, "POST /purge"));
+        return Err(forbidden(shared, peer, "POST /purge", Some("unknown")));
     }
     let body = http_body_util::Limited::new(req.into_body(), 64 << 10)
         .collect()
         .await
-        .map_err(|_| bad(shared, "body unreadable or larger than 64 KiB"))?
+        .map_err(|_| bad(shared, "unknown", "body unreadable or larger than 64 KiB"))?
         .to_bytes();
     let j: PurgeJson = serde_json::from_slice(&body).map_err(|e| {
         bad(
             shared,
+            "unknown",
             format!("malformed JSON ({e}); send {{\"url\": \"/...\"}}, {{\"prefix\": \"/...\"}} or {{\"tags\": [\"...\"]}}, with optional \"soft\": true"),
         )
     })?;
     let targets = match (j.url, j.prefix, j.tags) {
-        (Some(u), None, None) => vec![url_target(cfg, &u).map_err(|e| bad(shared, e))?],
-        (None, Some(p), None) => vec![prefix_target(&p).map_err(|e| bad(shared, e))?],
-        (None, None, Some(t)) => tag_targets(t.into_iter()).map_err(|e| bad(shared, e))?,
+        (Some(u), None, None) => vec![url_target(cfg, &u).map_err(|e| bad(shared, "url", e))?],
+        (None, Some(p), None) => vec![prefix_target(&p).map_err(|e| bad(shared, "prefix", e))?],
+        (None, None, Some(t)) => tag_targets(t.into_iter()).map_err(|e| bad(shared, "tags", e))?,
         _ => {
             return Err(bad(
                 shared,
+                "unknown",
                 "give exactly one of \"url\", \"prefix\" or \"tags\"",
             ))
         }
@@ -279,7 +388,7 @@ async fn entry(
     peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if !authorized(cfg, req.headers(), peer) {
-        return Err(forbidden(shared, peer, "GET /entry"));
+        return Err(forbidden(shared, peer, "GET /entry", None));
     }
     let url = req
         .uri()

@@ -11,6 +11,7 @@
 //! ```text
 //! "SLT" version:u8 status:u16 flags:u8
 //! stored_at_ms:u64 initial_age_ms:u64 fresh_ms:u64 swr_ms:u64 sie_ms:u64 purge_seq:u64
+//! fetch_ms:u64
 //! url:str32 ntags:u16 (tag:str16)* nvary:u16 (name:str16 value:str32)*
 //! nheaders:u16 (name:str16 value:str32)* body:str32
 //! ```
@@ -44,6 +45,8 @@ pub struct Entry {
     /// The purge sequence number known when the fill *started*: any purge record with a
     /// higher number that matches this entry was issued after, and applies to it.
     pub purge_seq: u64,
+    /// How long the fill took upstream: what every hit on this entry spares the back end.
+    pub fetch_ms: u64,
     /// The normalized URL (path and query) it answers.
     pub url: String,
     pub tags: Vec<String>,
@@ -115,6 +118,7 @@ impl Entry {
             self.swr_ms,
             self.sie_ms,
             self.purge_seq,
+            self.fetch_ms,
         ] {
             b.put_u64_le(v);
         }
@@ -155,6 +159,7 @@ impl Entry {
         let swr_ms = r.u64()?;
         let sie_ms = r.u64()?;
         let purge_seq = r.u64()?;
+        let fetch_ms = r.u64()?;
         let url = r.string32()?;
         let ntags = r.u16()?;
         let mut tags = Vec::with_capacity(ntags as usize);
@@ -195,6 +200,7 @@ impl Entry {
             swr_ms,
             sie_ms,
             purge_seq,
+            fetch_ms,
             url,
             tags,
             vary,
@@ -266,6 +272,7 @@ mod tests {
             swr_ms: 60_000,
             sie_ms: 0,
             purge_seq: 42,
+            fetch_ms: 15_000,
             url: "/r?a=1".into(),
             tags: vec!["sales".into(), "finance".into()],
             vary: vec![("accept-encoding".into(), "gzip".into())],

@@ -119,6 +119,7 @@ impl Instance {
         let (stop_tx, stop_rx) = watch::channel(false);
         let poller = tokio::spawn(self.shared.purges.clone().poll(stop_rx.clone()));
         let warmer = tokio::spawn(warm_loop(self.shared.clone(), stop_rx.clone()));
+        let sampler = tokio::spawn(sample_loop(self.shared.clone()));
         let sh = self.shared.clone();
         let proxy = tokio::spawn({
             let cfg = cfg.server.clone();
@@ -163,6 +164,16 @@ impl Instance {
         }
         let _ = poller.await;
         warmer.abort();
+        sampler.abort();
+    }
+}
+
+/// Samples the request counters every 5 s for the status page's chart.
+async fn sample_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        shared.metrics.sample(shared.clock.now_ms() / 1000);
     }
 }
 

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use slate::config::{Config, LogFormat};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -20,6 +20,9 @@ struct Cli {
     /// Run on the memory store in front of a built-in slow demo report origin.
     #[arg(long)]
     demo: bool,
+    /// Do not watch the config file; reload only on SIGHUP.
+    #[arg(long)]
+    no_watch: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -81,7 +84,7 @@ async fn terminated() {
 
 /// Reloads the config on SIGHUP: validated whole, then swapped in; a bad edit is logged
 /// and the running config stays.
-fn reload_on_sighup(instance: slate::Instance, path: PathBuf) {
+fn reload_on_sighup(live: slate::config::reload::Live, path: PathBuf) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -89,26 +92,10 @@ fn reload_on_sighup(instance: slate::Instance, path: PathBuf) {
             return;
         };
         while hup.recv().await.is_some() {
-            reload(&instance, &path);
+            tracing::info!("SIGHUP: reloading the config");
+            live.reload_logged(&path);
         }
     });
-}
-
-fn reload(instance: &slate::Instance, path: &Path) {
-    match Config::load(path) {
-        Ok(new) => {
-            let old = instance.shared.live.get();
-            if new.server.listen != old.server.listen
-                || new.server.admin_listen != old.server.admin_listen
-                || new.store.kind != old.store.kind
-            {
-                tracing::warn!("listen addresses and the store take effect only after a restart");
-            }
-            tracing::info!(version = %new.version, "config reloaded");
-            instance.shared.live.set(new);
-        }
-        Err(e) => tracing::error!("config reload refused, keeping the running config:\n{e}"),
-    }
 }
 
 async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
@@ -117,7 +104,7 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, Str
         .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
 }
 
-async fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
+async fn run(config: Config, path: Option<PathBuf>, watch: bool) -> Result<(), String> {
     let listener = bind(config.server.listen, "server.listen").await?;
     let admin = match config.server.admin_listen {
         Some(a) => Some(bind(a, "server.admin_listen").await?),
@@ -127,9 +114,24 @@ async fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     let instance = slate::Instance::start(config, slate::clock::Clock::system())
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(p) = path {
-        reload_on_sighup(instance.clone(), p);
-    }
+    let _watcher = match path {
+        Some(p) => {
+            let live = instance.shared.live.clone();
+            reload_on_sighup(live.clone(), p.clone());
+            if !watch {
+                None
+            } else {
+                match slate::config::reload::watch(&p, live) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+                        None
+                    }
+                }
+            }
+        }
+        None => None,
+    };
     instance.serve(listener, admin, terminated()).await;
     tracing::info!("stopped");
     Ok(())
@@ -184,7 +186,7 @@ async fn demo() -> Result<(), String> {
          \x20 open http://{a}/status\n\
          Stop with Ctrl-C."
     );
-    run(config, None).await
+    run(config, None, false).await
 }
 
 fn main() -> ExitCode {
@@ -241,7 +243,7 @@ fn main() -> ExitCode {
         None => match Config::load(&cli.config) {
             Ok(config) => {
                 init_logs(config.log.format, &config.log.level);
-                rt.block_on(run(config, Some(cli.config.clone())))
+                rt.block_on(run(config, Some(cli.config.clone()), !cli.no_watch))
             }
             Err(e) => Err(e.to_string()),
         },

@@ -1,99 +1,340 @@
-//! Counters of one slate instance, rendered in the Prometheus text format.
+//! Counters and histograms of one slate instance, rendered in the Prometheus text format.
 //!
 //! Plain atomics owned by the instance (not a process-global recorder), so that several
-//! instances in one test process each count their own traffic.
+//! instances in one test process each count their own traffic, and the status page reads
+//! the very numbers `/metrics` exports.
 
 use crate::phase::Phase;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
 
+/// A fixed-bucket histogram of seconds.
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    fn render(&self, s: &mut String, name: &str, help: &str) {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut acc = 0;
+        for (b, c) in self.bounds.iter().zip(&self.buckets) {
+            acc += c.load(Relaxed);
+            let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {acc}");
+        }
+        let n = self.count.load(Relaxed);
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {n}");
+        let _ = writeln!(s, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(s, "{name}_count {n}");
+    }
+}
+
+const UPSTREAM_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
+    600.0,
+];
+const STORE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Per-route (rule) counters: requests by outcome, and upstream time saved.
 #[derive(Default)]
+pub struct RouteStats {
+    pub requests: [AtomicU64; Phase::ALL.len()],
+    pub saved_ms: AtomicU64,
+}
+
+/// The purge forms and outcomes counted.
+/// `unknown`: refused before its form could be read (bad JSON, no authorization).
+pub const PURGE_FORMS: [&str; 4] = ["url", "prefix", "tags", "unknown"];
+pub const PURGE_OUTCOMES: [&str; 3] = ["ok", "refused", "error"];
+
+/// One line of the recent-purges list on `/status`.
+#[derive(Clone, Debug)]
+pub struct PurgeNote {
+    pub at_ms: u64,
+    pub scope: &'static str,
+    pub targets: String,
+    pub soft: bool,
+    pub source: String,
+}
+
 pub struct Metrics {
     requests: [AtomicU64; Phase::ALL.len()],
+    routes: RwLock<HashMap<String, Arc<RouteStats>>>,
+    pub upstream_latency: Histogram,
+    pub store_latency: Histogram,
     pub upstream_requests: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub store_errors: AtomicU64,
     pub bytes_from_cache: AtomicU64,
     pub bytes_from_upstream: AtomicU64,
-    pub purges: AtomicU64,
-    pub purges_refused: AtomicU64,
+    /// Upstream time that hits spared the back end (the fill time of what they served).
+    pub saved_ms: AtomicU64,
     /// Fills this instance waited for because another instance held the fill lock.
     pub remote_waits: AtomicU64,
     /// Fill locks taken over from an instance that died or gave up.
     pub lock_takeovers: AtomicU64,
+    purges: [[AtomicU64; 3]; 4],
+    recent_purges: Mutex<VecDeque<PurgeNote>>,
+    /// (unix seconds, total requests, hits) every few seconds, for the status chart.
+    samples: Mutex<VecDeque<(u64, u64, u64)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Default::default(),
+            routes: Default::default(),
+            upstream_latency: Histogram::new(UPSTREAM_BUCKETS),
+            store_latency: Histogram::new(STORE_BUCKETS),
+            upstream_requests: Default::default(),
+            upstream_errors: Default::default(),
+            store_errors: Default::default(),
+            bytes_from_cache: Default::default(),
+            bytes_from_upstream: Default::default(),
+            saved_ms: Default::default(),
+            remote_waits: Default::default(),
+            lock_takeovers: Default::default(),
+            purges: Default::default(),
+            recent_purges: Default::default(),
+            samples: Default::default(),
+        }
+    }
+}
+
+/// Hits of any kind: fresh, stale, or collapsed onto another request's fill.
+pub fn is_hit(p: Phase) -> bool {
+    matches!(p, Phase::Hit | Phase::Stale | Phase::Collapsed)
 }
 
 impl Metrics {
-    pub fn request(&self, phase: Phase) {
+    /// Counts one request, under its route (`None`: no rule matched) and the upstream
+    /// time it saved.
+    pub fn request(&self, phase: Phase, route: Option<&str>, saved_ms: u64) {
         self.requests[phase.index()].fetch_add(1, Relaxed);
+        self.saved_ms.fetch_add(saved_ms, Relaxed);
+        let route = route.unwrap_or("none");
+        let stats = self.routes.read().ok().and_then(|m| m.get(route).cloned());
+        let stats = match stats {
+            Some(s) => s,
+            None => {
+                let mut m = self.routes.write().unwrap_or_else(|e| e.into_inner());
+                m.entry(route.to_string()).or_default().clone()
+            }
+        };
+        stats.requests[phase.index()].fetch_add(1, Relaxed);
+        stats.saved_ms.fetch_add(saved_ms, Relaxed);
     }
 
     pub fn requests(&self, phase: Phase) -> u64 {
         self.requests[phase.index()].load(Relaxed)
     }
 
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        s.push_str("# HELP slate_requests_total Requests by cache outcome.\n");
+    pub fn total(&self) -> u64 {
+        Phase::ALL.iter().map(|p| self.requests(*p)).sum()
+    }
+
+    pub fn hits(&self) -> u64 {
+        Phase::ALL
+            .iter()
+            .filter(|p| is_hit(**p))
+            .map(|p| self.requests(*p))
+            .sum()
+    }
+
+    /// Hits over cacheable lookups (hits and misses), in [0, 1].
+    pub fn hit_ratio(&self) -> f64 {
+        let hits = self.hits();
+        let lookups = hits + self.requests(Phase::Miss);
+        if lookups == 0 {
+            0.0
+        } else {
+            hits as f64 / lookups as f64
+        }
+    }
+
+    /// Routes with their hits and saved seconds, most hits first.
+    pub fn routes(&self) -> Vec<(String, u64, f64)> {
+        let m = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(String, u64, f64)> = m
+            .iter()
+            .map(|(k, s)| {
+                let hits = Phase::ALL
+                    .iter()
+                    .filter(|p| is_hit(**p))
+                    .map(|p| s.requests[p.index()].load(Relaxed))
+                    .sum();
+                (k.clone(), hits, s.saved_ms.load(Relaxed) as f64 / 1000.0)
+            })
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    pub fn purge(&self, form: &str, outcome: &str) {
+        let f = PURGE_FORMS.iter().position(|x| *x == form).unwrap_or(3);
+        let o = PURGE_OUTCOMES
+            .iter()
+            .position(|x| *x == outcome)
+            .unwrap_or(0);
+        self.purges[f][o].fetch_add(1, Relaxed);
+    }
+
+    pub fn purges(&self, form: &str, outcome: &str) -> u64 {
+        let f = PURGE_FORMS.iter().position(|x| *x == form).unwrap_or(0);
+        let o = PURGE_OUTCOMES
+            .iter()
+            .position(|x| *x == outcome)
+            .unwrap_or(0);
+        self.purges[f][o].load(Relaxed)
+    }
+
+    pub fn note_purge(&self, n: PurgeNote) {
+        let mut q = self.recent_purges.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() == 20 {
+            q.pop_back();
+        }
+        q.push_front(n);
+    }
+
+    pub fn recent_purges(&self) -> Vec<PurgeNote> {
+        let q = self.recent_purges.lock().unwrap_or_else(|e| e.into_inner());
+        q.iter().cloned().collect()
+    }
+
+    /// Records a (time, requests, hits) sample; keeps the last 120.
+    pub fn sample(&self, unix_s: u64) {
+        let mut q = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() == 120 {
+            q.pop_front();
+        }
+        q.push_back((unix_s, self.total(), self.hits()));
+    }
+
+    pub fn samples(&self) -> Vec<(u64, u64, u64)> {
+        let q = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        q.iter().copied().collect()
+    }
+
+    /// The Prometheus text exposition. `extra` is appended (store and L1 gauges).
+    pub fn render(&self, extra: &str) -> String {
+        let mut s = String::with_capacity(8192);
+        s.push_str("# HELP slate_requests_total Requests by cache outcome and route (the matching rule's path, or \"none\").\n");
         s.push_str("# TYPE slate_requests_total counter\n");
-        for p in Phase::ALL {
-            let _ = writeln!(
-                s,
-                "slate_requests_total{{outcome=\"{}\"}} {}",
-                p.label(),
-                self.requests(p)
-            );
+        {
+            let m = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            let mut routes: Vec<_> = m.iter().collect();
+            routes.sort_by(|a, b| a.0.cmp(b.0));
+            for (route, st) in routes {
+                for p in Phase::ALL {
+                    let n = st.requests[p.index()].load(Relaxed);
+                    let route = route.replace('\\', "\\\\").replace('"', "\\\"");
+                    let _ = writeln!(
+                        s,
+                        "slate_requests_total{{outcome=\"{}\",route=\"{route}\"}} {n}",
+                        p.label()
+                    );
+                }
+            }
         }
         let counters = [
             (
                 "slate_upstream_requests_total",
                 "Requests sent upstream.",
-                &self.upstream_requests,
+                self.upstream_requests.load(Relaxed),
             ),
             (
                 "slate_upstream_errors_total",
-                "Upstream requests that failed.",
-                &self.upstream_errors,
+                "Upstream requests that failed (unreachable, timeout, broken body).",
+                self.upstream_errors.load(Relaxed),
             ),
             (
                 "slate_store_errors_total",
                 "Store commands that failed or timed out.",
-                &self.store_errors,
+                self.store_errors.load(Relaxed),
             ),
             (
                 "slate_served_from_cache_bytes_total",
                 "Body bytes served from the store.",
-                &self.bytes_from_cache,
+                self.bytes_from_cache.load(Relaxed),
             ),
             (
-                "slate_served_from_upstream_bytes_total",
-                "Body bytes fetched from upstream.",
-                &self.bytes_from_upstream,
+                "slate_fetched_from_upstream_bytes_total",
+                "Body bytes fetched from upstream by fills.",
+                self.bytes_from_upstream.load(Relaxed),
             ),
-            ("slate_purges_total", "Purges accepted.", &self.purges),
             (
-                "slate_purges_refused_total",
-                "Purges refused (403/400).",
-                &self.purges_refused,
+                "slate_coalesced_waits_total",
+                "Requests that waited for another request's fill on this instance.",
+                self.requests(Phase::Collapsed),
             ),
             (
                 "slate_remote_fill_waits_total",
                 "Fills waited for on another instance.",
-                &self.remote_waits,
+                self.remote_waits.load(Relaxed),
             ),
             (
                 "slate_fill_lock_takeovers_total",
                 "Fill locks taken over from a dead owner.",
-                &self.lock_takeovers,
+                self.lock_takeovers.load(Relaxed),
             ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Relaxed)
-            );
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
+        let saved = self.saved_ms.load(Relaxed) as f64 / 1000.0;
+        let _ = writeln!(
+            s,
+            "# HELP slate_upstream_seconds_saved_total Upstream time spared by hits: the fill time of every response served from cache.\n# TYPE slate_upstream_seconds_saved_total counter\nslate_upstream_seconds_saved_total {saved}"
+        );
+        s.push_str("# HELP slate_purges_total Purges by form and outcome.\n# TYPE slate_purges_total counter\n");
+        for f in PURGE_FORMS {
+            for o in PURGE_OUTCOMES {
+                let _ = writeln!(
+                    s,
+                    "slate_purges_total{{form=\"{f}\",outcome=\"{o}\"}} {}",
+                    self.purges(f, o)
+                );
+            }
+        }
+        self.upstream_latency.render(
+            &mut s,
+            "slate_upstream_duration_seconds",
+            "Time from sending a request upstream to its whole body.",
+        );
+        self.store_latency.render(
+            &mut s,
+            "slate_store_duration_seconds",
+            "Time of one store lookup.",
+        );
+        s.push_str(extra);
         s
     }
 }

@@ -69,6 +69,8 @@ pub struct CacheStatus {
     pub ttl: Option<i64>,
     pub stored: bool,
     pub detail: Option<&'static str>,
+    /// Upstream time this answer spared (not part of the header; for metrics).
+    pub saved_ms: u64,
 }
 
 impl CacheStatus {
@@ -80,6 +82,7 @@ impl CacheStatus {
             ttl: None,
             stored: false,
             detail: None,
+            saved_ms: 0,
         }
     }
 
@@ -95,6 +98,11 @@ impl CacheStatus {
             fwd: Some(fwd),
             ..Self::new(phase)
         }
+    }
+
+    pub fn saved(mut self, ms: u64) -> Self {
+        self.saved_ms = ms;
+        self
     }
 
     pub fn detail(mut self, d: &'static str) -> Self {

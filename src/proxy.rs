@@ -55,7 +55,7 @@ enum ForLeader {
     /// The same outcome followers get.
     Outcome(Arc<Outcome>),
     /// A response for the leader alone (not shareable, or streamed).
-    Private(Response<ProxyBody>, CacheStatus),
+    Private(Box<(Response<ProxyBody>, CacheStatus)>),
 }
 
 /// A cacheable request, resolved: its rule, key and the headers to send upstream.
@@ -80,6 +80,10 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let cfg = shared.live.get();
     let head = req.method() == Method::HEAD;
+    let route_idx = cfg
+        .rules
+        .iter()
+        .position(|r| req.uri().path().starts_with(&r.path));
     let conditional = (head || req.method() == Method::GET)
         .then(|| Conditional::of(req.headers()))
         .flatten();
@@ -106,7 +110,8 @@ pub async fn handle(
             }
         }
     }
-    shared.metrics.request(status.phase);
+    let route = route_idx.map(|i| cfg.rules[i].path.as_str());
+    shared.metrics.request(status.phase, route, status.saved_ms);
     if cfg.log.access_log {
         tracing::info!(target: "slate::access", peer = %peer, status = resp.status().as_u16(), cache = ?status.header());
     }
@@ -286,7 +291,10 @@ enum Found {
 }
 
 async fn store_get(shared: &Shared, key: &str) -> Option<Arc<Entry>> {
-    match shared.store.get(key).await {
+    let t = std::time::Instant::now();
+    let r = shared.store.get(key).await;
+    shared.metrics.store_latency.observe(t.elapsed());
+    match r {
         Ok(e) => e,
         Err(e) => {
             shared.metrics.store_errors.fetch_add(1, Relaxed);
@@ -397,15 +405,13 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
         let mut fwd = "uri-miss";
         match classify(shared, find(shared, &lookup).await, &lookup) {
             Found::Fresh(e) => {
-                let s = CacheStatus::hit(e.ttl_ms(shared.clock.now_ms()));
+                let s = CacheStatus::hit(e.ttl_ms(shared.clock.now_ms())).saved(e.fetch_ms);
                 return Ok((entry_response(shared, &e, true), s));
             }
             Found::Revalidate(e, why) => {
                 refresh(shared, cfg, &lookup, Some(e.clone()));
-                return Ok((
-                    entry_response(shared, &e, true),
-                    stale_status(shared, &e, why),
-                ));
+                let s = stale_status(shared, &e, why).saved(e.fetch_ms);
+                return Ok((entry_response(shared, &e, true), s));
             }
             Found::Expired(e) => {
                 stale = Some(e);
@@ -443,7 +449,7 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
                 };
                 shared.tasks.spawn(job.run(permit));
                 match rx.await {
-                    Ok(ForLeader::Private(resp, status)) => return Ok((resp, status)),
+                    Ok(ForLeader::Private(p)) => return Ok(*p),
                     Ok(ForLeader::Outcome(o)) => (o, Phase::Miss),
                     Err(_) => (Arc::new(Outcome::Abandoned), Phase::Miss),
                 }
@@ -473,6 +479,9 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
                     }
                 }
                 let mut s = CacheStatus::fwd(phase, fwd);
+                if phase == Phase::Collapsed {
+                    s.saved_ms = entry.fetch_ms;
+                }
                 s.stored = *stored && phase == Phase::Miss;
                 s.fwd_status = Some(if *revalidated {
                     304
@@ -561,7 +570,7 @@ pub async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyEr
             job.run(permit).await;
             match rx.await {
                 Ok(ForLeader::Outcome(o)) => o,
-                Ok(ForLeader::Private(r, _)) => return Ok(r.status()),
+                Ok(ForLeader::Private(p)) => return Ok(p.0.status()),
                 Err(_) => Arc::new(Outcome::Abandoned),
             }
         }
@@ -678,7 +687,7 @@ impl Fill {
         permit.finish(outcome.clone());
         if let Some(tx) = leader {
             let _ = tx.send(match private {
-                Some((r, s)) => ForLeader::Private(r, s),
+                Some(p) => ForLeader::Private(Box::new(p)),
                 None => ForLeader::Outcome(outcome),
             });
         }
@@ -807,6 +816,7 @@ impl Fill {
             }
         }
         sh.metrics.upstream_requests.fetch_add(1, Relaxed);
+        let started = std::time::Instant::now();
         let resp = match sh
             .upstream
             .send(&cfg.upstream, req, Some(self.lookup.peer.ip()))
@@ -851,6 +861,8 @@ impl Fill {
         sh.metrics
             .bytes_from_upstream
             .fetch_add(body.len() as u64, Relaxed);
+        let fetch_time = started.elapsed();
+        sh.metrics.upstream_latency.observe(fetch_time);
         let response_ms = sh.clock.now_ms();
         let (status, mut headers, body, revalidated) = match (&self.validate, parts.status) {
             // Not modified: the stored response, with its headers updated from the 304
@@ -891,6 +903,7 @@ impl Fill {
             swr_ms: 0,
             sie_ms: 0,
             purge_seq,
+            fetch_ms: fetch_time.as_millis() as u64,
             url: self.lookup.key.url.url.clone(),
             tags: Vec::new(),
             vary: Vec::new(),

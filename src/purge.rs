@@ -349,6 +349,7 @@ mod tests {
             swr_ms: 0,
             sie_ms: 0,
             purge_seq: seq,
+            fetch_ms: 0,
             url: url.into(),
             tags: tags.iter().map(|s| s.to_string()).collect(),
             vary: Vec::new(),

@@ -1,10 +1,13 @@
-//! The `/status` page: plain server-rendered HTML for a person with a browser.
+//! The `/status` page: plain server-rendered HTML for a person with a browser, with a small
+//! inline-SVG chart; no scripts, no external assets.
 
 use crate::body::ProxyBody;
 use crate::config::Config;
+use crate::metrics::is_hit;
 use crate::phase::Phase;
 use crate::proxy::Shared;
 use http::{header, HeaderValue, Response};
+use std::fmt::Write;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -13,37 +16,185 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-pub fn page(shared: &Shared, cfg: &Config) -> Response<ProxyBody> {
-    let m = &shared.metrics;
-    let hits = m.requests(Phase::Hit) + m.requests(Phase::Stale) + m.requests(Phase::Collapsed);
-    let lookups = hits + m.requests(Phase::Miss);
-    let ratio = if lookups == 0 {
-        0.0
-    } else {
-        hits as f64 * 100.0 / lookups as f64
+/// Requests per second between consecutive samples: (seconds ago, req/s, hit ratio %).
+fn rates(samples: &[(u64, u64, u64)], now_s: u64) -> Vec<(f64, f64, f64)> {
+    samples
+        .windows(2)
+        .filter_map(|w| {
+            let (t0, n0, h0) = w[0];
+            let (t1, n1, h1) = w[1];
+            let dt = t1.checked_sub(t0).filter(|d| *d > 0)? as f64;
+            let dn = n1.saturating_sub(n0) as f64;
+            let dh = h1.saturating_sub(h0) as f64;
+            let ratio = if dn > 0.0 { 100.0 * dh / dn } else { 0.0 };
+            Some((now_s.saturating_sub(t1) as f64, dn / dt, ratio))
+        })
+        .collect()
+}
+
+/// An inline SVG line chart of requests/s (blue) and hit ratio % (green) over the samples.
+fn chart(points: &[(f64, f64, f64)]) -> String {
+    let (w, h) = (600.0, 160.0);
+    let mut s = format!(
+        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"requests per second and hit ratio\">\
+<rect width=\"{w}\" height=\"{h}\" fill=\"#fafafa\" stroke=\"#ddd\"/>"
+    );
+    if points.is_empty() {
+        s.push_str(
+            "<text x=\"20\" y=\"85\" fill=\"#888\">collecting samples (one every 5 s)</text></svg>",
+        );
+        return s;
+    }
+    let span = points.iter().map(|p| p.0).fold(1.0, f64::max);
+    let max_rate = points.iter().map(|p| p.1).fold(1.0, f64::max);
+    let xy = |ago: f64, v: f64, max: f64| {
+        (
+            w - 10.0 - (ago / span) * (w - 20.0),
+            h - 10.0 - (v / max) * (h - 20.0),
+        )
     };
-    let mut rows = String::new();
+    for (color, pick, max) in [("#1f6feb", 1usize, max_rate), ("#2da44e", 2usize, 100.0)] {
+        let pts: Vec<String> = points
+            .iter()
+            .map(|p| {
+                let v = if pick == 1 { p.1 } else { p.2 };
+                let (x, y) = xy(p.0, v, max);
+                format!("{x:.1},{y:.1}")
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+    }
+    let _ = write!(
+        s,
+        "<text x=\"12\" y=\"18\" font-size=\"12\" fill=\"#1f6feb\">req/s (max {max_rate:.0})</text>\
+<text x=\"150\" y=\"18\" font-size=\"12\" fill=\"#2da44e\">hit ratio %</text></svg>"
+    );
+    s
+}
+
+/// Renders the page; `store_ok` is the result of a live store check.
+pub fn page(shared: &Shared, cfg: &Config, store_ok: bool) -> Response<ProxyBody> {
+    let m = &shared.metrics;
+    let now_s = shared.clock.now_ms() / 1000;
+    let samples = m.samples();
+    let points = rates(&samples, now_s);
+    let rps = points.last().map_or(0.0, |p| p.1);
+    let mut outcomes = String::new();
     for p in Phase::ALL {
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td></tr>",
+        let _ = write!(
+            outcomes,
+            "<tr><td>{}</td><td class=\"n\">{}</td></tr>",
             p.label(),
             m.requests(p)
-        ));
+        );
     }
+    let routes = m.routes();
+    let mut by_hits = String::new();
+    for (r, hits, saved) in routes.iter().take(10) {
+        let _ = write!(
+            by_hits,
+            "<tr><td>{}</td><td class=\"n\">{hits}</td><td class=\"n\">{saved:.1}</td></tr>",
+            esc(r)
+        );
+    }
+    let mut by_saved = routes.clone();
+    by_saved.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let mut saved_rows = String::new();
+    for (r, hits, saved) in by_saved.iter().take(10) {
+        let _ = write!(
+            saved_rows,
+            "<tr><td>{}</td><td class=\"n\">{saved:.1}</td><td class=\"n\">{hits}</td></tr>",
+            esc(r)
+        );
+    }
+    let mut purges = String::new();
+    for p in m.recent_purges() {
+        let when = httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(p.at_ms),
+        );
+        let _ = write!(
+            purges,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&when),
+            p.scope,
+            esc(&p.targets),
+            if p.soft { "soft" } else { "hard" },
+            esc(&p.source)
+        );
+    }
+    if purges.is_empty() {
+        purges.push_str("<tr><td colspan=\"5\">none yet</td></tr>");
+    }
+    let l1 = match shared.store.l1() {
+        Some(l1) => {
+            let st = &l1.stats;
+            let (h, mi) = (
+                st.hits.load(std::sync::atomic::Ordering::Relaxed),
+                st.misses.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            let ratio = if h + mi == 0 {
+                0.0
+            } else {
+                100.0 * h as f64 / (h + mi) as f64
+            };
+            format!(
+                "in-process tier: {} &middot; {:.1} MiB &middot; L1 hit ratio {ratio:.1}%",
+                if l1.is_trusted() {
+                    "in use"
+                } else {
+                    "bypassed (no invalidation subscription)"
+                },
+                l1.bytes() as f64 / 1048576.0
+            )
+        }
+        None => "no in-process tier".to_string(),
+    };
+    let hits: u64 = Phase::ALL
+        .iter()
+        .filter(|p| is_hit(**p))
+        .map(|p| m.requests(*p))
+        .sum();
     let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>slate status</title>\
-<style>body{{font-family:sans-serif;margin:2em}}td{{padding:0 1em}}</style></head><body>\
-<h1>slate</h1><p>Hit ratio: <strong id=\"hit-ratio\">{ratio:.1}%</strong></p>\
-<p>Store: {} &middot; config version {} &middot; fills in flight: {}</p>\
-<table><tr><th>outcome</th><th>requests</th></tr>{rows}</table></body></html>",
-        esc(shared.store.name()),
-        esc(&cfg.version),
-        shared.flights.in_flight(),
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>slate status</title>\
+<meta name=\"viewport\" content=\"width=device-width\">\
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}h1{{margin:0 0 .3em}}\
+.big{{font-size:2.2em;font-weight:600}}.card{{display:inline-block;margin:0 2em 1em 0;vertical-align:top}}\
+table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{padding:.2em .8em;border-bottom:1px solid #eee;text-align:left}}\
+td.n{{text-align:right;font-variant-numeric:tabular-nums}}.ok{{color:#2da44e}}.bad{{color:#cf222e}}</style></head><body>\
+<h1>slate</h1><p>version {ver} &middot; config {cv} &middot; upstream {up}</p>\
+<div class=\"card\"><div>Hit ratio</div><div class=\"big\" id=\"hit-ratio\">{ratio:.1}%</div><div>{hits} hits</div></div>\
+<div class=\"card\"><div>Requests per second</div><div class=\"big\" id=\"rps\">{rps:.1}</div><div>{total} requests</div></div>\
+<div class=\"card\"><div>Upstream time saved</div><div class=\"big\" id=\"saved\">{saved:.0} s</div><div>by answers from cache</div></div>\
+<div class=\"card\"><div>Store</div><div class=\"big {sc}\" id=\"store\">{store} {sh}</div><div>{l1}</div></div>\
+<h2>Last 10 minutes</h2>{chart}\
+<h2>Outcomes</h2><table><tr><th>outcome</th><th>requests</th></tr>{outcomes}</table>\
+<h2>Top routes by hits</h2><table><tr><th>route</th><th>hits</th><th>seconds saved</th></tr>{by_hits}</table>\
+<h2>Top routes by time saved</h2><table><tr><th>route</th><th>seconds saved</th><th>hits</th></tr>{saved_rows}</table>\
+<h2>Recent purges</h2><table><tr><th>when</th><th>scope</th><th>targets</th><th>mode</th><th>source</th></tr>{purges}</table>\
+<p>fills in flight: {fills} &middot; purge targets in force: {ptargets}</p></body></html>",
+        ver = env!("CARGO_PKG_VERSION"),
+        cv = esc(&cfg.version),
+        up = esc(&cfg.upstream.base),
+        ratio = m.hit_ratio() * 100.0,
+        total = m.total(),
+        saved = m.saved_ms.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
+        sc = if store_ok { "ok" } else { "bad" },
+        store = esc(shared.store.name()),
+        sh = if store_ok { "ok" } else { "degraded" },
+        chart = chart(&points),
+        fills = shared.flights.in_flight(),
+        ptargets = shared.purges.table().len(),
     );
     let mut r = Response::new(ProxyBody::full(html));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }

@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod reload;
+mod schema;
 mod validate;
 
 use http::HeaderName;

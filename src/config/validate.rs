@@ -100,6 +100,27 @@ impl Checker<'_> {
     }
 }
 
+/// The dotted name (`server.listen`) of the key whose value is at byte `at`, from the line
+/// it is on and the table header above it.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let upto = text.get(..at)?;
+    let line_start = upto.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let key = line.split('=').next()?.trim();
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = upto[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+    });
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 /// Parses a duration: `"250ms"`, `"90s"`, `"1h"`, `"2d"`, `"1h 30m"`; `"0"` is zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -145,8 +166,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let loc = Locator { text };
+    let unknown = super::schema::check(text);
+    if !unknown.is_empty() {
+        let mut problems: Vec<Problem> = unknown
+            .into_iter()
+            .map(|(span, m)| loc.at(span, m))
+            .collect();
+        problems.sort_by_key(|p| (p.line, p.column));
+        return Err(problems);
+    }
     let file: FileConfig = toml::from_str(text).map_err(|e| {
         let msg = e.message().trim().to_string();
+        let msg = match e.span().and_then(|s| key_at(text, s.start)) {
+            Some(key) => format!("{key}: {msg}"),
+            None => msg,
+        };
         vec![loc.at(e.span(), msg)]
     })?;
     let mut c = Checker {

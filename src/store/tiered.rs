@@ -115,6 +115,11 @@ impl TieredStore {
         self.l1.weighted_size()
     }
 
+    /// Bytes held now (approximate: pending maintenance not run).
+    pub fn bytes(&self) -> u64 {
+        self.l1.weighted_size()
+    }
+
     pub fn is_trusted(&self) -> bool {
         self.trusted.load(Relaxed)
     }
