@@ -26,6 +26,7 @@ pub const FORMAT_VERSION: u8 = 1;
 /// `flags` bits.
 pub const MUST_REVALIDATE: u8 = 1;
 pub const NO_CACHE: u8 = 2;
+pub const PROXY_REVALIDATE: u8 = 4;
 
 /// One stored response.
 #[derive(Debug, Clone, PartialEq)]

@@ -24,6 +24,8 @@ pub enum ProxyError {
     Store(String),
     #[error("not in the cache, and the request said only-if-cached")]
     NotCached,
+    #[error("too many fills in flight; try again shortly")]
+    Overloaded,
 }
 
 impl From<crate::key::KeyError> for ProxyError {
@@ -44,6 +46,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

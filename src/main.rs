@@ -191,6 +191,7 @@ async fn demo() -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    slate::server::raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

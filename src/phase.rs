@@ -113,7 +113,7 @@ impl CacheStatus {
     /// The header value, e.g. `slate; hit; ttl=3512` or `slate; fwd=uri-miss; stored`.
     pub fn header(&self) -> HeaderValue {
         let mut s = String::from("slate");
-        if matches!(self.phase, Phase::Hit | Phase::Stale) {
+        if matches!(self.phase, Phase::Hit | Phase::Stale) && self.fwd.is_none() {
             s.push_str("; hit");
         }
         if let Some(f) = self.fwd {

@@ -77,6 +77,8 @@ impl CacheControl {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RequestDirectives {
     pub no_cache: bool,
+    /// The response to this request must not be stored (§5.2.1.5).
+    pub no_store: bool,
     pub only_if_cached: bool,
     pub max_age: Option<u64>,
     pub min_fresh: Option<u64>,
@@ -97,6 +99,7 @@ impl RequestDirectives {
                 let delta = || value.and_then(|v| v.parse::<u64>().ok());
                 match name.to_ascii_lowercase().as_str() {
                     "no-cache" => d.no_cache = true,
+                    "no-store" => d.no_store = true,
                     "only-if-cached" => d.only_if_cached = true,
                     "max-age" => d.max_age = delta(),
                     "min-fresh" => d.min_fresh = delta(),
@@ -182,6 +185,8 @@ pub struct Freshness {
     pub swr_ms: u64,
     pub sie_ms: u64,
     pub must_revalidate: bool,
+    /// No stale answers on a client's say-so (`max-stale`).
+    pub proxy_revalidate: bool,
     /// Stored, but validated with the origin before every use.
     pub no_cache: bool,
     pub tags: Vec<String>,
@@ -275,6 +280,8 @@ pub fn decide(
         return Decision::NoStore("set-cookie");
     }
     let cc = CacheControl::parse(headers);
+    let validator = headers.contains_key(http::header::ETAG)
+        || headers.contains_key(http::header::LAST_MODIFIED);
     let overriding = rule.is_some_and(|r| r.override_origin && r.ttl.is_some());
     if !overriding {
         if cc.no_store {
@@ -285,8 +292,6 @@ pub fn decide(
         }
         // no-cache: may be stored, but every use must be validated first; without a
         // validator that is a full fetch every time, so storing would only waste space.
-        let validator = headers.contains_key(http::header::ETAG)
-            || headers.contains_key(http::header::LAST_MODIFIED);
         if cc.no_cache && !validator {
             return Decision::NoStore("no-cache");
         }
@@ -314,6 +319,12 @@ pub fn decide(
         }
     };
 
+    // `no-cache` with a validator: stored to be revalidated on every use (§5.2.2.4), so
+    // it needs no freshness of its own.
+    let origin_ms = match origin_ms {
+        None if !overriding && cc.no_cache && validator => Some(0),
+        o => o,
+    };
     let fresh_ms = match (overriding, origin_ms, rule_ttl) {
         (true, _, Some(t)) if storable_with_rule_ttl(status) || status == StatusCode::NOT_FOUND => {
             t
@@ -337,11 +348,18 @@ pub fn decide(
             sie_ms = secs(s);
         }
     }
-    let must_revalidate = !overriding && (cc.must_revalidate || cc.proxy_revalidate);
+    let must_revalidate = !overriding && cc.must_revalidate;
     if must_revalidate {
         (swr_ms, sie_ms) = (0, 0);
     }
-    if fresh_ms == 0 && swr_ms == 0 && sie_ms == 0 {
+    // `proxy-revalidate`, and `s-maxage` which carries it (§5.2.2.10): no stale answer
+    // beyond what the origin itself allowed (its own stale-while-revalidate/-if-error).
+    let proxy_revalidate = !overriding && (cc.proxy_revalidate || cc.s_maxage.is_some());
+    if proxy_revalidate {
+        swr_ms = cc.stale_while_revalidate.map_or(0, secs);
+        sie_ms = cc.stale_if_error.map_or(0, secs);
+    }
+    if fresh_ms == 0 && swr_ms == 0 && sie_ms == 0 && !(cc.no_cache && validator) {
         return Decision::NoStore("stale");
     }
     Decision::Store(Freshness {
@@ -349,6 +367,7 @@ pub fn decide(
         swr_ms,
         sie_ms,
         must_revalidate,
+        proxy_revalidate,
         no_cache: !overriding && cc.no_cache,
         tags: tags(headers, rule),
         vary,

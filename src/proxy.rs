@@ -89,7 +89,15 @@ pub async fn handle(
         .flatten();
     let (mut resp, status) = match route(&shared, &cfg, req, peer).await {
         Ok(r) => r,
-        Err(e) => (e.response(), e.cache_status()),
+        Err(e) => {
+            let mut r = e.response();
+            if r.status() == StatusCode::BAD_REQUEST {
+                // After a malformed request the connection's framing cannot be trusted.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            (r, e.cache_status())
+        }
     };
     // A client's own conditional request, answered from what the cache serves (RFC 9111
     // §4.3.2); pass-through answers were the origin's to make.
@@ -115,8 +123,22 @@ pub async fn handle(
     if cfg.log.access_log {
         tracing::info!(target: "slate::access", peer = %peer, status = resp.status().as_u16(), cache = ?status.header());
     }
+    // RFC 9211: caches add their member at the end of the list; an upstream cache's own
+    // Cache-Status stays in front of ours.
+    let ours = status.header();
+    let value = match resp
+        .headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(theirs) => {
+            let joined = format!("{theirs}, {}", ours.to_str().unwrap_or("slate"));
+            HeaderValue::from_str(&joined).unwrap_or(ours)
+        }
+        None => ours,
+    };
     resp.headers_mut()
-        .insert(HeaderName::from_static("cache-status"), status.header());
+        .insert(HeaderName::from_static("cache-status"), value);
     if head {
         if let ProxyBody::Full(Some(b)) = resp.body() {
             let len = HeaderValue::from(b.len());
@@ -186,28 +208,33 @@ async fn route(
     if pq_len > cfg.server.max_url_length {
         return Err(ProxyError::UriTooLong(cfg.server.max_url_length));
     }
+    // HTTP/1.x absolute-form (`GET http://other.example/x`) is for forward proxies: a
+    // reverse proxy answers for its own origin only. (HTTP/2 always carries an authority.)
+    if req.version() < http::Version::HTTP_2
+        && req.uri().scheme().is_some()
+        && req.method() != Method::OPTIONS
+    {
+        return Err(ProxyError::BadRequest(
+            "absolute-form request targets are for forward proxies; send the path only".into(),
+        ));
+    }
     match *req.method() {
         Method::GET | Method::HEAD => cached(shared, cfg, req, peer).await,
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
-            unsafe_method(shared, cfg, req, peer).await
-        }
         Method::CONNECT => Err(ProxyError::MethodNotAllowed(
             "CONNECT is not supported by a reverse proxy".into(),
         )),
         _ if req.method().as_str() == "PURGE" => {
             crate::admin::purge_method(shared, cfg, req, peer).await
         }
-        _ => {
+        // Safe methods pass through untouched.
+        Method::OPTIONS | Method::TRACE => {
             let req = req.map(ProxyBody::Incoming);
-            pass(
-                shared,
-                cfg,
-                req,
-                peer,
-                CacheStatus::fwd(Phase::Pass, "method"),
-            )
-            .await
+            let s = CacheStatus::fwd(Phase::Pass, "method");
+            pass(shared, cfg, req, peer, s).await
         }
+        // Anything else may change the resource, like methods whose safety is unknown
+        // (RFC 9111 §4.4): pass through, and invalidate on success.
+        _ => unsafe_method(shared, cfg, req, peer).await,
     }
 }
 
@@ -284,10 +311,12 @@ enum Found {
     Fresh(Arc<Entry>),
     /// Stale but servable at once, with one refresh started.
     Revalidate(Arc<Entry>, &'static str),
-    /// Not servable as it is: a fetch is needed, conditional if the entry has a validator;
-    /// and it may still answer if the origin fails (`stale-if-error`).
-    Expired(Arc<Entry>),
-    Miss,
+    /// Not servable as it is: a fetch is needed (RFC 9211 `fwd`: `stale`, or `request`
+    /// when the client asked for it), conditional if the entry has a validator; and it may
+    /// still answer if the origin fails (`stale-if-error`).
+    Expired(Arc<Entry>, &'static str),
+    /// Nothing usable: `uri-miss`, or `vary-miss` when only other variants are stored.
+    Miss(&'static str),
 }
 
 async fn store_get(shared: &Shared, key: &str) -> Option<Arc<Entry>> {
@@ -307,31 +336,35 @@ async fn store_get(shared: &Shared, key: &str) -> Option<Arc<Entry>> {
 /// The stored response for a request: the entry under its key, or, when that one varies on
 /// request headers this request does not match, the variant stored for this request's
 /// values (RFC 9111 §4.1). The primary key holds the most recent variant, so the common
-/// case is one store read.
-async fn find(shared: &Shared, lookup: &Lookup) -> Option<Arc<Entry>> {
-    let e = store_get(shared, &lookup.key.key).await?;
+/// case is one store read. `Err` names the kind of miss.
+async fn find(shared: &Shared, lookup: &Lookup) -> Result<Arc<Entry>, &'static str> {
+    let e = store_get(shared, &lookup.key.key).await.ok_or("uri-miss")?;
     if e.vary.is_empty() || e.vary_matches(&lookup.headers) {
-        return Some(e);
+        return Ok(e);
     }
     let mine: Vec<(String, String)> = e
         .vary
         .iter()
         .map(|(n, _)| (n.clone(), key::vary_value(&lookup.headers, n)))
         .collect();
-    let v = store_get(shared, &key::variant_key(&lookup.key.key, &mine)).await?;
-    v.vary_matches(&lookup.headers).then_some(v)
+    let v = store_get(shared, &key::variant_key(&lookup.key.key, &mine)).await;
+    v.filter(|v| v.vary_matches(&lookup.headers))
+        .ok_or("vary-miss")
 }
 
-fn classify(shared: &Shared, entry: Option<Arc<Entry>>, lookup: &Lookup) -> Found {
-    let Some(e) = entry else { return Found::Miss };
+fn classify(shared: &Shared, found: Result<Arc<Entry>, &'static str>, lookup: &Lookup) -> Found {
+    let e = match found {
+        Ok(e) => e,
+        Err(why) => return Found::Miss(why),
+    };
     let now = shared.clock.now_ms();
     let verdict = shared.purges.table().verdict(&e);
     let must_revalidate = e.flags & entry::MUST_REVALIDATE != 0;
     let no_cache = e.flags & entry::NO_CACHE != 0;
     match verdict {
-        Verdict::Gone => Found::Miss,
+        Verdict::Gone => Found::Miss("uri-miss"),
         Verdict::Stale if !must_revalidate && !no_cache => Found::Revalidate(e, "soft-purged"),
-        Verdict::Stale => Found::Expired(e),
+        Verdict::Stale => Found::Expired(e, "stale"),
         Verdict::Valid => {
             let ttl = e.ttl_ms(now);
             let d = &lookup.directives;
@@ -343,21 +376,24 @@ fn classify(shared: &Shared, entry: Option<Arc<Entry>>, lookup: &Lookup) -> Foun
                     || d.min_fresh
                         .is_some_and(|m| ttl < m.saturating_mul(1000) as i64));
             let stale_by = (-ttl).max(0) as u64;
-            if no_cache || client_wants_fresher {
-                Found::Expired(e)
+            let client_may_take_stale =
+                e.flags & (entry::MUST_REVALIDATE | entry::PROXY_REVALIDATE) == 0
+                    && d.max_stale
+                        .is_some_and(|m| stale_by <= m.saturating_mul(1000));
+            if client_wants_fresher {
+                Found::Expired(e, "request")
+            } else if no_cache {
+                Found::Expired(e, "stale")
             } else if ttl > 0 {
                 Found::Fresh(e)
             } else if must_revalidate {
-                Found::Expired(e)
+                Found::Expired(e, "stale")
             } else if stale_by < e.swr_ms {
                 Found::Revalidate(e, "stale-while-revalidate")
-            } else if d
-                .max_stale
-                .is_some_and(|m| stale_by <= m.saturating_mul(1000))
-            {
+            } else if client_may_take_stale {
                 Found::Revalidate(e, "max-stale")
             } else {
-                Found::Expired(e)
+                Found::Expired(e, "stale")
             }
         }
     }
@@ -366,7 +402,11 @@ fn classify(shared: &Shared, entry: Option<Arc<Entry>>, lookup: &Lookup) -> Foun
 /// Whether an expired entry may still answer for an origin failure now.
 fn usable_on_error(shared: &Shared, e: &Entry) -> bool {
     let ttl = e.ttl_ms(shared.clock.now_ms());
-    (ttl > 0 && e.flags & entry::NO_CACHE == 0) || ((-ttl) as u64) < e.sie_ms
+    if ttl > 0 {
+        e.flags & entry::NO_CACHE == 0
+    } else {
+        ttl.unsigned_abs() < e.sie_ms
+    }
 }
 
 /// A response built from an entry. `from_store`: it was served from the store (so it gets
@@ -375,9 +415,13 @@ fn entry_response(shared: &Shared, e: &Entry, from_store: bool) -> Response<Prox
     let mut r = Response::new(ProxyBody::Full(Some(e.body.clone())));
     *r.status_mut() = e.status;
     *r.headers_mut() = e.headers.clone();
-    if from_store {
+    // A response that is not new carries its age, also on a miss: an upstream cache's Age
+    // must reach the next cache down (RFC 9111 §5.1).
+    if from_store || e.initial_age_ms >= 1000 {
         let age = e.age_ms(shared.clock.now_ms()) / 1000;
         r.headers_mut().insert(header::AGE, HeaderValue::from(age));
+    }
+    if from_store {
         shared
             .metrics
             .bytes_from_cache
@@ -386,6 +430,15 @@ fn entry_response(shared: &Shared, e: &Entry, from_store: bool) -> Response<Prox
     r.headers_mut()
         .append(header::VIA, HeaderValue::from_static("1.1 slate"));
     r
+}
+
+/// A stale entry served because the origin failed: it went upstream (`fwd=stale`), so it
+/// is not a `hit` (RFC 9211 §2.1).
+fn stale_if_error(shared: &Shared, e: &Entry, upstream_status: Option<u16>) -> CacheStatus {
+    let mut s = stale_status(shared, e, "stale-if-error");
+    s.fwd = Some("stale");
+    s.fwd_status = upstream_status;
+    s
 }
 
 fn stale_status(shared: &Shared, e: &Entry, detail: &'static str) -> CacheStatus {
@@ -402,8 +455,7 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
     // or when the fill we waited for brought another variant than ours.
     for _ in 0..4 {
         let mut stale = None;
-        let mut fwd = "uri-miss";
-        match classify(shared, find(shared, &lookup).await, &lookup) {
+        let fwd = match classify(shared, find(shared, &lookup).await, &lookup) {
             Found::Fresh(e) => {
                 let s = CacheStatus::hit(e.ttl_ms(shared.clock.now_ms())).saved(e.fetch_ms);
                 return Ok((entry_response(shared, &e, true), s));
@@ -413,14 +465,18 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
                 let s = stale_status(shared, &e, why).saved(e.fetch_ms);
                 return Ok((entry_response(shared, &e, true), s));
             }
-            Found::Expired(e) => {
+            Found::Expired(e, why) => {
                 stale = Some(e);
-                fwd = "stale";
+                why
             }
-            Found::Miss => {}
-        }
+            Found::Miss(why) => why,
+        };
         if lookup.directives.only_if_cached {
             return Err(ProxyError::NotCached);
+        }
+        // A dead or blackholed upstream must not pile up fills without bound.
+        if shared.flights.in_flight() >= MAX_FILLS_IN_FLIGHT {
+            return Err(ProxyError::Overloaded);
         }
         let outcome = match shared.flights.join(&lookup.key.key) {
             Role::Leader(permit) => {
@@ -474,7 +530,7 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
                 let phase = if *collapsed { Phase::Collapsed } else { phase };
                 if entry.status.is_server_error() {
                     if let Some(s) = stale.as_ref().filter(|s| usable_on_error(shared, s)) {
-                        let st = stale_status(shared, s, "stale-if-error");
+                        let st = stale_if_error(shared, s, Some(entry.status.as_u16()));
                         return Ok((entry_response(shared, s, true), st));
                     }
                 }
@@ -492,7 +548,7 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
             }
             Outcome::Failed(err) => {
                 if let Some(s) = stale.as_ref().filter(|s| usable_on_error(shared, s)) {
-                    let st = stale_status(shared, s, "stale-if-error");
+                    let st = stale_if_error(shared, s, None);
                     return Ok((entry_response(shared, s, true), st));
                 }
                 return Err(err.clone().into());
@@ -554,8 +610,8 @@ pub async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyEr
     let mut validate = None;
     match found {
         Found::Fresh(e) if e.ttl_ms(shared.clock.now_ms()) > horizon => return Ok(e.status),
-        Found::Fresh(e) | Found::Revalidate(e, _) | Found::Expired(e) => validate = Some(e),
-        Found::Miss => {}
+        Found::Fresh(e) | Found::Revalidate(e, _) | Found::Expired(e, _) => validate = Some(e),
+        Found::Miss(_) => {}
     }
     let outcome = match shared.flights.join(&lookup.key.key) {
         Role::Leader(permit) => {
@@ -586,6 +642,9 @@ pub async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyEr
         Outcome::Abandoned => Err(UpstreamError::Broken("warm fill abandoned".into()).into()),
     }
 }
+
+/// Distinct fills one instance runs at once; past this, new misses get 503 at once.
+const MAX_FILLS_IN_FLIGHT: usize = 4096;
 
 type FillResult = (Arc<Outcome>, Option<(Response<ProxyBody>, CacheStatus)>);
 
@@ -893,7 +952,12 @@ impl Fill {
         headers.remove(header::CONTENT_LENGTH);
         let initial_age_ms = policy::initial_age_ms(&headers, request_ms, response_ms);
         headers.remove(header::AGE);
-        let decision = policy::decide(self.lookup.rule.as_ref(), status, &headers, response_ms);
+        let decision = if self.lookup.directives.no_store {
+            // The request said its answer must not be stored (RFC 9111 §5.2.1.5).
+            Decision::NoStore("request-no-store")
+        } else {
+            policy::decide(self.lookup.rule.as_ref(), status, &headers, response_ms)
+        };
         let mut entry = Entry {
             status,
             flags: 0,
@@ -923,6 +987,9 @@ impl Fill {
                     .collect();
                 if f.must_revalidate {
                     entry.flags |= entry::MUST_REVALIDATE;
+                }
+                if f.proxy_revalidate {
+                    entry.flags |= entry::PROXY_REVALIDATE;
                 }
                 if f.no_cache {
                     entry.flags |= entry::NO_CACHE;
@@ -1051,27 +1118,34 @@ async fn pass(
 
 /// A `Location`-style reference as a normalized URL, if it points at this same origin.
 fn same_origin_url(cfg: &Config, v: &str, host: Option<&str>, base_path: &str) -> Option<String> {
-    let uri: http::Uri = v.trim().parse().ok()?;
-    let path_and_query = match (uri.authority(), uri.path_and_query()) {
-        (Some(a), pq) => {
-            if Some(a.as_str().to_ascii_lowercase().as_str()) != host {
-                return None;
-            }
-            pq.map_or("/".to_string(), |p| p.as_str().to_string())
+    let v = v.trim();
+    let path_and_query = if v.contains("://") || v.starts_with("//") {
+        // Absolute (or scheme-relative): only when it names the request's own host.
+        let uri: http::Uri = if v.starts_with("//") {
+            format!("http:{v}").parse().ok()?
+        } else {
+            v.parse().ok()?
+        };
+        let authority = uri.authority()?.as_str().to_ascii_lowercase();
+        if Some(authority.as_str()) != host {
+            return None;
         }
-        (None, Some(pq)) if pq.as_str().starts_with('/') => pq.as_str().to_string(),
-        (None, Some(pq)) => {
-            // Relative to the request's directory.
-            let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
-            format!("{dir}{}", pq.as_str())
-        }
-        (None, None) => return None,
+        uri.path_and_query()
+            .map_or("/".to_string(), |p| p.as_str().to_string())
+    } else if v.starts_with('/') {
+        v.to_string()
+    } else {
+        // Relative to the request's directory (RFC 3986 §5.2, without dot segments).
+        let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
+        format!("{dir}{v}")
     };
+    let path_and_query = path_and_query.split('#').next().unwrap_or_default();
     let uri: http::Uri = path_and_query.parse().ok()?;
     normal_url(cfg, &uri).ok().map(|(u, _)| u.url)
 }
 
-/// POST, PUT, PATCH, DELETE: pass through; a success invalidates the URL (RFC 9111 §4.4).
+/// Unsafe methods (POST, PUT, PATCH, DELETE, and any unknown one): pass through; a success
+/// invalidates the URL (RFC 9111 §4.4).
 async fn unsafe_method(
     shared: &Arc<Shared>,
     cfg: &Arc<Config>,

@@ -91,3 +91,20 @@ pub async fn serve<H, F>(
         tracing::warn!("connections still open after the shutdown timeout; closing them");
     }
 }
+
+/// Raises the open-files limit to its hard maximum, as nginx does with
+/// `worker_rlimit_nofile`: every client connection is a descriptor, and so is its upstream.
+pub fn raise_fd_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}

@@ -344,7 +344,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         memory_limit: c.size(&st.memory_limit, "store.memory_limit", 256 << 20),
         l1: c.size(&st.l1, "store.l1", 64 << 20),
         max_object_size: c.size(&st.max_object_size, "store.max_object_size", 8 << 20),
-        timeout: c.duration(&st.timeout, "store.timeout", Duration::from_secs(2)),
+        timeout: c.duration(&st.timeout, "store.timeout", Duration::from_millis(500)),
         fill_lease: c.duration(&st.fill_lease, "store.fill_lease", Duration::from_secs(5)),
     };
     if store.fill_lease < Duration::from_millis(300) {

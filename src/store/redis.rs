@@ -46,7 +46,80 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
+/// See `connect`: a backstop, far above any per-command timeout.
+const CONNECTION_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes per second a store write is granted on top of the base timeout: an 8 MiB entry
+/// gets 0.8 s more than a small one.
+const WRITE_BYTES_PER_SEC: u64 = 10 << 20;
+
+/// A circuit breaker: after `TRIP_AFTER` consecutive failures the store is skipped for
+/// `OPEN_FOR`, so that no request waits on a dead or hung Redis; then one command probes it
+/// (half-open), and a success closes the circuit again.
+pub struct Breaker {
+    failures: std::sync::atomic::AtomicU32,
+    open_until: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+const TRIP_AFTER: u32 = 3;
+const OPEN_FOR: Duration = Duration::from_millis(1000);
+
+impl Breaker {
+    fn new() -> Self {
+        Breaker {
+            failures: std::sync::atomic::AtomicU32::new(0),
+            open_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn allow(&self) -> bool {
+        let mut g = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
+        match *g {
+            Some(t) if std::time::Instant::now() < t => false,
+            Some(_) => {
+                // Half-open: this caller probes; the others keep skipping until it answers.
+                *g = Some(std::time::Instant::now() + OPEN_FOR);
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn record<T>(&self, r: &StoreResult<T>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match r {
+            Ok(_) => {
+                if self.failures.swap(0, Relaxed) >= TRIP_AFTER {
+                    tracing::info!("store answering again; circuit closed");
+                }
+                *self.open_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+            Err(_) => {
+                let n = self.failures.fetch_add(1, Relaxed) + 1;
+                if n >= TRIP_AFTER {
+                    if n == TRIP_AFTER {
+                        tracing::warn!(
+                            "store failing; circuit open: requests skip it and go upstream"
+                        );
+                    }
+                    *self.open_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(std::time::Instant::now() + OPEN_FOR);
+                }
+            }
+        }
+    }
+
+    /// Whether the circuit is open now (the store is being skipped).
+    pub fn is_open(&self) -> bool {
+        self.open_until
+            .lock()
+            .map(|g| g.is_some_and(|t| std::time::Instant::now() < t))
+            .unwrap_or(false)
+    }
+}
+
 pub struct RedisStore<C> {
+    breaker: Breaker,
     conn: C,
     channel: String,
     events: broadcast::Sender<Event>,
@@ -77,8 +150,10 @@ pub fn connect(
     timeout: Duration,
 ) -> StoreResult<RedisStore<redis::aio::ConnectionManager>> {
     let client = redis::Client::open(url).map_err(unavailable)?;
+    // The connection's own response timeout only guards against a hung connection; each
+    // command gets its own, sized to what it carries (see `RedisStore::run`).
     let config = redis::aio::ConnectionManagerConfig::new()
-        .set_response_timeout(Some(timeout))
+        .set_response_timeout(Some(CONNECTION_RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(timeout))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(1));
@@ -101,7 +176,7 @@ pub async fn connect_cluster(
 ) -> StoreResult<RedisStore<redis::cluster_async::ClusterConnection>> {
     let client = redis::cluster::ClusterClient::builder(nodes.to_vec())
         .connection_timeout(timeout)
-        .response_timeout(timeout)
+        .response_timeout(CONNECTION_RESPONSE_TIMEOUT)
         .retries(2)
         .build()
         .map_err(unavailable)?;
@@ -173,6 +248,7 @@ impl<C> RedisStore<C> {
             tokio::spawn(subscribe(subs, channel.clone(), events.clone())).abort_handle()
         };
         RedisStore {
+            breaker: Breaker::new(),
             conn,
             channel,
             events,
@@ -196,22 +272,45 @@ where
     /// Runs one command with the store's timeout on top of the connection's own (which a
     /// connection stuck in reconnecting does not always apply).
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> StoreResult<T> {
+        self.run_for(cmd, self.timeout).await
+    }
+
+    /// Runs one command within `timeout`, through the circuit breaker.
+    async fn run_for<T: redis::FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+        timeout: Duration,
+    ) -> StoreResult<T> {
+        if !self.breaker.allow() {
+            return Err(StoreError::Unavailable(
+                "circuit open: the store is failing".into(),
+            ));
+        }
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+        let r = match tokio::time::timeout(timeout, cmd.query_async::<T>(&mut conn)).await {
             Ok(r) => r.map_err(unavailable),
             Err(_) => Err(StoreError::Timeout),
-        }
+        };
+        self.breaker.record(&r);
+        r
     }
 
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         inv: redis::ScriptInvocation<'_>,
     ) -> StoreResult<T> {
+        if !self.breaker.allow() {
+            return Err(StoreError::Unavailable(
+                "circuit open: the store is failing".into(),
+            ));
+        }
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
+        let r = match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
             Ok(r) => r.map_err(unavailable),
             Err(_) => Err(StoreError::Timeout),
-        }
+        };
+        self.breaker.record(&r);
+        r
     }
 }
 
@@ -250,12 +349,15 @@ where
         keep: Duration,
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
+            let value = entry.encode();
+            let timeout = self.timeout
+                + Duration::from_millis(value.len() as u64 * 1000 / WRITE_BYTES_PER_SEC);
             let mut cmd = redis::cmd("SET");
             cmd.arg(key)
-                .arg(entry.encode().as_ref())
+                .arg(value.as_ref())
                 .arg("PX")
                 .arg(keep.as_millis().max(1) as u64);
-            self.run::<()>(cmd).await
+            self.run_for::<()>(cmd, timeout).await
         }
         .boxed()
     }

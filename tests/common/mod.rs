@@ -290,9 +290,12 @@ impl Slate {
         extra: &str,
         clock: Clock,
     ) -> Slate {
+        let mut store_toml = store.toml();
+        if store_keys.contains("l1 =") {
+            store_toml = store_toml.replace("l1 = \"0\"\n", "");
+        }
         let text = format!(
-            "[upstream]\nurl = \"{origin}\"\ntimeout = \"10s\"\n{}{store_keys}\n{extra}",
-            store.toml()
+            "[upstream]\nurl = \"{origin}\"\ntimeout = \"10s\"\n{store_toml}{store_keys}\n{extra}"
         );
         let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let instance = slate::Instance::start(config, clock.clone())
