@@ -280,6 +280,12 @@ async fn cached(
     for h in UNKEYED_REQUEST_HEADERS {
         headers.remove(h);
     }
+    for h in &cfg.cache.strip_headers {
+        // A header that is part of the key is, by definition, safe to forward.
+        if !key_headers.contains(h) {
+            headers.remove(h);
+        }
+    }
     // A fill must fetch the whole representation, whatever this client already holds.
     for h in [
         header::IF_NONE_MATCH,

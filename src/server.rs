@@ -8,11 +8,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -45,8 +45,9 @@ pub async fn serve<H, F>(
         .max_header_list_size(cfg.max_header_size.max(8192) as u32)
         .keep_alive_interval(Some(cfg.idle_timeout / 2));
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let connections = tokio_util::task::TaskTracker::new();
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let idle_timeout = cfg.idle_timeout;
     loop {
         // A slot first: at the limit, we stop accepting and the kernel queues new clients.
         let permit = tokio::select! {
@@ -59,7 +60,7 @@ pub async fn serve<H, F>(
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
@@ -68,27 +69,92 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let mut stop = shutdown.clone();
+        connections.spawn(async move {
+            // Requests in flight on this connection, and when the last one ended: an idle
+            // keep-alive connection is closed after `idle_timeout`, a busy one never (a
+            // client waiting 30 s for a report sends nothing, and that is not idleness).
+            let activity = Arc::new(Activity::default());
+            let act = activity.clone();
             let svc = service_fn(move |req| {
-                let h = handler.clone();
-                async move { Ok::<_, Infallible>(h(req, peer).await) }
+                let (h, act) = (handler.clone(), act.clone());
+                async move {
+                    let _busy = act.begin();
+                    Ok::<_, Infallible>(h(req, peer).await)
+                }
             });
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let mut closing = false;
+            let result = loop {
+                tokio::select! {
+                    r = conn.as_mut() => break r,
+                    _ = stopped(&mut stop), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ = activity.idle_for(idle_timeout), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
             drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(cfg.shutdown_timeout, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(cfg.shutdown_timeout, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after the shutdown timeout; closing them");
+    }
+}
+
+/// What one connection is doing, for its idle timeout.
+#[derive(Default)]
+struct Activity {
+    busy: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+struct Busy<'a>(&'a Activity);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+impl Activity {
+    fn begin(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
+        Busy(self)
+    }
+
+    /// Completes once no request has been in flight for `d`.
+    async fn idle_for(&self, d: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.busy.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => return,
+                    _ = changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
     }
 }
 

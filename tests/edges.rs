@@ -102,7 +102,8 @@ async fn headers_forwarded_cleanly(store: StoreUnderTest) {
             .header("keep-alive", "timeout=5")
     })
     .await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let extra = format!("{RULE}[cache]\nstrip_headers = [\"X-Tenant-Override\"]\n");
+    let slate = Slate::start(&origin.url(), &store, &extra).await;
     let c = client();
     let g = send(
         &c,
@@ -111,6 +112,7 @@ async fn headers_forwarded_cleanly(store: StoreUnderTest) {
         &[
             ("x-forwarded-host", "evil.example"),
             ("x-original-url", "/admin"),
+            ("x-tenant-override", "other-tenant"),
             ("connection", "x-client-hop"),
             ("x-client-hop", "1"),
             ("host", "public.example"),
@@ -131,6 +133,10 @@ async fn headers_forwarded_cleanly(store: StoreUnderTest) {
         "unkeyed header not forwarded"
     );
     assert!(seen.get("x-original-url").is_none());
+    assert!(
+        seen.get("x-tenant-override").is_none(),
+        "configured unkeyed header stripped"
+    );
     assert!(seen.get("x-client-hop").is_none());
     assert_eq!(seen.get("host").unwrap(), origin.addr.to_string().as_str());
     assert!(seen.get("via").unwrap().to_str().unwrap().contains("slate"));

@@ -158,9 +158,18 @@ async fn hostile_requests_get_4xx_or_a_closed_connection_never_5xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_dropped_and_connections_are_bounded() {
-    let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
+    let origin = Origin::start(|p, n| {
+        if p.uri.path() == "/r/slow" {
+            Reply::ok("slow report").delay(Duration::from_millis(1200))
+        } else {
+            Reply::ok(format!("#{n}"))
+        }
+    })
+    .await;
     let clock = slate::clock::Clock::system();
-    let extra = format!("[server]\nheader_read_timeout = \"300ms\"\nmax_connections = 3\n{RULE}");
+    let extra = format!(
+        "[server]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"1s\"\nmax_connections = 3\n{RULE}"
+    );
     let text = format!(
         "[upstream]\nurl = \"{}\"\n[store]\nkind = \"memory\"\n{extra}",
         origin.url()
@@ -186,6 +195,34 @@ async fn slow_clients_are_dropped_and_connections_are_bounded() {
         "dropped after the header timeout: {:?}",
         t.elapsed()
     );
+
+    // An idle keep-alive connection is closed after idle_timeout...
+    let mut idle = TcpStream::connect(slate.addr).await.unwrap();
+    idle.write_all(b"GET /r/idle HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let t = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "closed when idle");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // ...but a connection waiting for a slow report is not idle.
+    let mut waiting = TcpStream::connect(slate.addr).await.unwrap();
+    waiting
+        .write_all(b"GET /r/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), waiting.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("slow report"),
+        "{head}"
+    );
+    drop(waiting);
 
     // max_connections = 3: a fourth waits until one of the three goes away.
     let mut held = Vec::new();

@@ -71,6 +71,7 @@ pub struct FileCache {
     pub namespace: Option<S>,
     pub ignore_params: Option<Vec<S>>,
     pub honor_client_no_cache: Option<bool>,
+    pub strip_headers: Vec<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -122,6 +122,10 @@ pub struct CacheConfig {
     /// Honor a client's `Cache-Control: no-cache` / `max-age` / `min-fresh` (as a
     /// revalidation). Off by default: a denial-of-service lever against the back end.
     pub honor_client_no_cache: bool,
+    /// Request headers removed from every cacheable request before it goes upstream,
+    /// besides the built-in list ([`crate::upstream::UNKEYED_REQUEST_HEADERS`]): headers
+    /// that could change the answer without being part of the key.
+    pub strip_headers: Vec<HeaderName>,
 }
 
 #[derive(Debug, Clone)]

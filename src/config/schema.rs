@@ -37,7 +37,12 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ),
     (
         "cache",
-        &["namespace", "ignore_params", "honor_client_no_cache"],
+        &[
+            "namespace",
+            "ignore_params",
+            "honor_client_no_cache",
+            "strip_headers",
+        ],
     ),
     ("warm", &["urls", "every"]),
     ("purge", &["allow", "token"]),

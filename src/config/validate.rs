@@ -384,6 +384,20 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         namespace,
         ignore_params: global_ignore.clone(),
         honor_client_no_cache: file.cache.honor_client_no_cache.unwrap_or(false),
+        strip_headers: file
+            .cache
+            .strip_headers
+            .iter()
+            .filter_map(|h| {
+                match HeaderName::from_bytes(h.get_ref().to_ascii_lowercase().as_bytes()) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        c.bad(h, "cache.strip_headers", "not a valid header name");
+                        None
+                    }
+                }
+            })
+            .collect(),
     };
 
     let mut warm_urls = Vec::new();
