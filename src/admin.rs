@@ -404,7 +404,9 @@ async fn entry(
         .parse()
         .map_err(|_| ProxyError::BadRequest(format!("not a URL path: {url:?}")))?;
     let (nurl, rule) = normal_url(cfg, &uri)?;
-    let k = key::cache_key(&cfg.cache.namespace, nurl, &[], req.headers());
+    // The variant the admin request's own key_headers (e.g. `Accept`) select.
+    let key_headers = rule.map_or(&[][..], |r| &r.key_headers[..]);
+    let k = key::cache_key(&cfg.cache.namespace, nurl, key_headers, req.headers());
     let found = shared
         .store
         .get(&k.key)

@@ -602,7 +602,13 @@ pub async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyEr
         )));
     }
     let lookup = Lookup {
-        key: key::cache_key(&cfg.cache.namespace, nurl, &[], &HeaderMap::new()),
+        // The variant a client sending none of the rule's key_headers would get.
+        key: key::cache_key(
+            &cfg.cache.namespace,
+            nurl,
+            rule.map_or(&[][..], |r| &r.key_headers[..]),
+            &HeaderMap::new(),
+        ),
         rule: rule.cloned(),
         path_and_query: url.to_string(),
         headers: HeaderMap::new(),

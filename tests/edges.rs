@@ -324,3 +324,65 @@ fn check_config_reports_file_line_and_key() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warming_and_entry_inspection_under_key_headers() {
+    let origin = Origin::start(|p, n| {
+        let accept = p
+            .headers
+            .get("accept")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        Reply::ok(format!("{accept} #{n}")).header("cache-tag", "sales")
+    })
+    .await;
+    let extra = "[[rules]]\npath = \"/a/\"\nttl = \"1h\"\nkey_headers = [\"accept\"]\n[warm]\nurls = [\"/a/w?x=1\"]\n";
+    let slate = Slate::start(&origin.url(), &StoreUnderTest::Memory, extra).await;
+    for _ in 0..200 {
+        if origin.hits("/a/w?x=1") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let c = client();
+    let g = get(&c, &slate.url("/a/w?x=1")).await;
+    assert!(
+        g.cache_status().contains("; hit"),
+        "the warmed variant is the plain one: {}",
+        g.cache_status()
+    );
+    let csv = send(
+        &c,
+        "GET",
+        &slate.url("/a/w?x=1"),
+        &[("accept", "text/csv")],
+        "",
+    )
+    .await;
+    assert!(
+        csv.cache_status().contains("fwd=uri-miss"),
+        "another variant: {}",
+        csv.cache_status()
+    );
+
+    let e = send(
+        &c,
+        "GET",
+        &slate.admin_url("/entry?url=/a/w%3Fx%3D1"),
+        &[("accept", "text/csv")],
+        "",
+    )
+    .await;
+    assert_eq!(e.status, 200, "{}", e.text());
+    let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(j["status"], "fresh");
+    assert_eq!(j["url"], "/a/w?x=1");
+    assert_eq!(j["tags"][0], "sales");
+    assert_eq!(j["found_in"], "memory");
+    assert!(j["ttl_s"].as_i64().unwrap() > 3500);
+    assert!(j["key"].as_str().unwrap().starts_with("slate:v1:e:"));
+    let none = get(&c, &slate.admin_url("/entry?url=/a/nothing")).await;
+    assert_eq!(none.status, 404);
+    slate.stop().await;
+}
