@@ -16,7 +16,6 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Whether `peer` (or its bearer token) may purge and inspect entries.
@@ -254,25 +253,25 @@ fn gauges(shared: &Shared, cfg: &Config) -> String {
             "slate_l1_hits_total",
             "counter",
             "Lookups answered by the in-process tier.",
-            st.hits.load(Relaxed) as f64,
+            st.hits.get() as f64,
         ));
         g.push((
             "slate_l1_misses_total",
             "counter",
             "Lookups the in-process tier sent on to the shared store.",
-            st.misses.load(Relaxed) as f64,
+            st.misses.get() as f64,
         ));
         g.push((
             "slate_l1_invalidations_total",
             "counter",
             "In-process copies dropped because another instance wrote or deleted the key.",
-            st.invalidations.load(Relaxed) as f64,
+            st.invalidations.get() as f64,
         ));
         g.push((
             "slate_l1_flushes_total",
             "counter",
             "Times the whole in-process tier was emptied (subscription lost or behind).",
-            st.flushes.load(Relaxed) as f64,
+            st.flushes.get() as f64,
         ));
         g.push((
             "slate_l1_bytes",

@@ -8,49 +8,85 @@ use crate::phase::Phase;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+
+/// Stripes per counter: every request bumps several counters, and with one atomic each the
+/// cores would pass the same cache lines back and forth on every hit.
+const STRIPES: usize = 8;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe(AtomicU64);
+
+/// The stripe this thread writes to.
+fn stripe() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
+    }
+    MINE.with(|m| *m)
+}
+
+/// A monotonic counter, striped across cache lines; reads sum the stripes.
+#[derive(Default)]
+pub struct Counter([Stripe; STRIPES]);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0[stripe()].0.fetch_add(n, Relaxed);
+    }
+
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Relaxed)).sum()
+    }
+}
 
 /// A fixed-bucket histogram of seconds.
 pub struct Histogram {
     bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_us: AtomicU64,
+    buckets: Vec<Counter>,
+    count: Counter,
+    sum_us: Counter,
 }
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
         Histogram {
             bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
+            buckets: bounds.iter().map(|_| Counter::default()).collect(),
+            count: Counter::default(),
+            sum_us: Counter::default(),
         }
     }
 
     pub fn observe(&self, d: std::time::Duration) {
         let s = d.as_secs_f64();
         if let Some(i) = self.bounds.iter().position(|b| s <= *b) {
-            self.buckets[i].fetch_add(1, Relaxed);
+            self.buckets[i].inc();
         }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+        self.count.inc();
+        self.sum_us.add(d.as_micros() as u64);
     }
 
     pub fn count(&self) -> u64 {
-        self.count.load(Relaxed)
+        self.count.get()
     }
 
     fn render(&self, s: &mut String, name: &str, help: &str) {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut acc = 0;
         for (b, c) in self.bounds.iter().zip(&self.buckets) {
-            acc += c.load(Relaxed);
+            acc += c.get();
             let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {acc}");
         }
-        let n = self.count.load(Relaxed);
+        let n = self.count.get();
         let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {n}");
-        let _ = writeln!(s, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(s, "{name}_sum {}", self.sum_us.get() as f64 / 1e6);
         let _ = writeln!(s, "{name}_count {n}");
     }
 }
@@ -66,8 +102,8 @@ const STORE_BUCKETS: &[f64] = &[
 /// Per-route (rule) counters: requests by outcome, and upstream time saved.
 #[derive(Default)]
 pub struct RouteStats {
-    pub requests: [AtomicU64; Phase::ALL.len()],
-    pub saved_ms: AtomicU64,
+    pub requests: [Counter; Phase::ALL.len()],
+    pub saved_ms: Counter,
 }
 
 /// The purge forms and outcomes counted.
@@ -86,22 +122,23 @@ pub struct PurgeNote {
 }
 
 pub struct Metrics {
-    requests: [AtomicU64; Phase::ALL.len()],
-    routes: RwLock<HashMap<String, Arc<RouteStats>>>,
+    requests: [Counter; Phase::ALL.len()],
+    /// Read on every request, written once per new route: a lock-free snapshot.
+    routes: arc_swap::ArcSwap<HashMap<String, Arc<RouteStats>>>,
     pub upstream_latency: Histogram,
     pub store_latency: Histogram,
-    pub upstream_requests: AtomicU64,
-    pub upstream_errors: AtomicU64,
-    pub store_errors: AtomicU64,
-    pub bytes_from_cache: AtomicU64,
-    pub bytes_from_upstream: AtomicU64,
+    pub upstream_requests: Counter,
+    pub upstream_errors: Counter,
+    pub store_errors: Counter,
+    pub bytes_from_cache: Counter,
+    pub bytes_from_upstream: Counter,
     /// Upstream time that hits spared the back end (the fill time of what they served).
-    pub saved_ms: AtomicU64,
+    pub saved_ms: Counter,
     /// Fills this instance waited for because another instance held the fill lock.
-    pub remote_waits: AtomicU64,
+    pub remote_waits: Counter,
     /// Fill locks taken over from an instance that died or gave up.
-    pub lock_takeovers: AtomicU64,
-    purges: [[AtomicU64; 3]; 4],
+    pub lock_takeovers: Counter,
+    purges: [[Counter; 3]; 4],
     recent_purges: Mutex<VecDeque<PurgeNote>>,
     /// (unix seconds, total requests, hits) every few seconds, for the status chart.
     samples: Mutex<VecDeque<(u64, u64, u64)>>,
@@ -138,23 +175,30 @@ impl Metrics {
     /// Counts one request, under its route (`None`: no rule matched) and the upstream
     /// time it saved.
     pub fn request(&self, phase: Phase, route: Option<&str>, saved_ms: u64) {
-        self.requests[phase.index()].fetch_add(1, Relaxed);
-        self.saved_ms.fetch_add(saved_ms, Relaxed);
+        self.requests[phase.index()].add(1);
+        self.saved_ms.add(saved_ms);
         let route = route.unwrap_or("none");
-        let stats = self.routes.read().ok().and_then(|m| m.get(route).cloned());
-        let stats = match stats {
+        let found = self.routes.load().get(route).cloned();
+        let stats = match found {
             Some(s) => s,
             None => {
-                let mut m = self.routes.write().unwrap_or_else(|e| e.into_inner());
-                m.entry(route.to_string()).or_default().clone()
+                self.routes.rcu(|m| {
+                    let mut m = HashMap::clone(m);
+                    m.entry(route.to_string()).or_default();
+                    m
+                });
+                match self.routes.load().get(route).cloned() {
+                    Some(s) => s,
+                    None => return,
+                }
             }
         };
-        stats.requests[phase.index()].fetch_add(1, Relaxed);
-        stats.saved_ms.fetch_add(saved_ms, Relaxed);
+        stats.requests[phase.index()].add(1);
+        stats.saved_ms.add(saved_ms);
     }
 
     pub fn requests(&self, phase: Phase) -> u64 {
-        self.requests[phase.index()].load(Relaxed)
+        self.requests[phase.index()].get()
     }
 
     pub fn total(&self) -> u64 {
@@ -182,16 +226,16 @@ impl Metrics {
 
     /// Routes with their hits and saved seconds, most hits first.
     pub fn routes(&self) -> Vec<(String, u64, f64)> {
-        let m = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let m = self.routes.load();
         let mut v: Vec<(String, u64, f64)> = m
             .iter()
             .map(|(k, s)| {
                 let hits = Phase::ALL
                     .iter()
                     .filter(|p| is_hit(**p))
-                    .map(|p| s.requests[p.index()].load(Relaxed))
+                    .map(|p| s.requests[p.index()].get())
                     .sum();
-                (k.clone(), hits, s.saved_ms.load(Relaxed) as f64 / 1000.0)
+                (k.clone(), hits, s.saved_ms.get() as f64 / 1000.0)
             })
             .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -204,7 +248,7 @@ impl Metrics {
             .iter()
             .position(|x| *x == outcome)
             .unwrap_or(0);
-        self.purges[f][o].fetch_add(1, Relaxed);
+        self.purges[f][o].add(1);
     }
 
     pub fn purges(&self, form: &str, outcome: &str) -> u64 {
@@ -213,7 +257,7 @@ impl Metrics {
             .iter()
             .position(|x| *x == outcome)
             .unwrap_or(0);
-        self.purges[f][o].load(Relaxed)
+        self.purges[f][o].get()
     }
 
     pub fn note_purge(&self, n: PurgeNote) {
@@ -249,12 +293,12 @@ impl Metrics {
         s.push_str("# HELP slate_requests_total Requests by cache outcome and route (the matching rule's path, or \"none\").\n");
         s.push_str("# TYPE slate_requests_total counter\n");
         {
-            let m = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            let m = self.routes.load();
             let mut routes: Vec<_> = m.iter().collect();
             routes.sort_by(|a, b| a.0.cmp(b.0));
             for (route, st) in routes {
                 for p in Phase::ALL {
-                    let n = st.requests[p.index()].load(Relaxed);
+                    let n = st.requests[p.index()].get();
                     let route = route.replace('\\', "\\\\").replace('"', "\\\"");
                     let _ = writeln!(
                         s,
@@ -268,27 +312,27 @@ impl Metrics {
             (
                 "slate_upstream_requests_total",
                 "Requests sent upstream.",
-                self.upstream_requests.load(Relaxed),
+                self.upstream_requests.get(),
             ),
             (
                 "slate_upstream_errors_total",
                 "Upstream requests that failed (unreachable, timeout, broken body).",
-                self.upstream_errors.load(Relaxed),
+                self.upstream_errors.get(),
             ),
             (
                 "slate_store_errors_total",
                 "Store commands that failed or timed out.",
-                self.store_errors.load(Relaxed),
+                self.store_errors.get(),
             ),
             (
                 "slate_served_from_cache_bytes_total",
                 "Body bytes served from the store.",
-                self.bytes_from_cache.load(Relaxed),
+                self.bytes_from_cache.get(),
             ),
             (
                 "slate_fetched_from_upstream_bytes_total",
                 "Body bytes fetched from upstream by fills.",
-                self.bytes_from_upstream.load(Relaxed),
+                self.bytes_from_upstream.get(),
             ),
             (
                 "slate_coalesced_waits_total",
@@ -298,18 +342,18 @@ impl Metrics {
             (
                 "slate_remote_fill_waits_total",
                 "Fills waited for on another instance.",
-                self.remote_waits.load(Relaxed),
+                self.remote_waits.get(),
             ),
             (
                 "slate_fill_lock_takeovers_total",
                 "Fill locks taken over from a dead owner.",
-                self.lock_takeovers.load(Relaxed),
+                self.lock_takeovers.get(),
             ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
-        let saved = self.saved_ms.load(Relaxed) as f64 / 1000.0;
+        let saved = self.saved_ms.get() as f64 / 1000.0;
         let _ = writeln!(
             s,
             "# HELP slate_upstream_seconds_saved_total Upstream time spared by hits: the fill time of every response served from cache.\n# TYPE slate_upstream_seconds_saved_total counter\nslate_upstream_seconds_saved_total {saved}"

@@ -123,6 +123,14 @@ impl RequestDirectives {
         d
     }
 
+    /// Drops the directives that ask for fresher answers than the cache holds
+    /// (`no-cache`, `max-age`, `min-fresh`), when they are not to be honored.
+    pub fn ignore_requests_for_fresher(&mut self) {
+        self.no_cache = false;
+        self.max_age = None;
+        self.min_fresh = None;
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == RequestDirectives::default()
     }
@@ -470,7 +478,7 @@ mod tests {
     #[test]
     fn rules_supply_and_override() {
         let c = rules("[[rules]]\npath=\"/\"\nttl=\"1h\"\nstale_while_revalidate=\"10m\"\n");
-        let r = c.rule_for("/x");
+        let r = c.rule_for("/x").map(|r| &**r);
         let Decision::Store(f) = decide(r, StatusCode::OK, &h(&[]), 0) else {
             panic!()
         };
@@ -487,7 +495,7 @@ mod tests {
             Decision::NoStore("no-store")
         );
         let c = rules("[[rules]]\npath=\"/\"\nttl=\"1h\"\noverride_origin=true\n");
-        let r = c.rule_for("/x");
+        let r = c.rule_for("/x").map(|r| &**r);
         let Decision::Store(f) = decide(
             r,
             StatusCode::OK,
@@ -523,7 +531,7 @@ mod tests {
         let c = rules("[[rules]]\npath=\"/\"\ntags=[\"analytics\", \"sales\"]\n");
         let t = tags(
             &h(&[("cache-tag", "sales, finance"), ("surrogate-key", "a b")]),
-            c.rule_for("/"),
+            c.rule_for("/").map(|r| &**r),
         );
         assert_eq!(t, vec!["sales", "finance", "a", "b", "analytics"]);
     }

@@ -31,7 +31,6 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -61,11 +60,11 @@ enum ForLeader {
 /// A cacheable request, resolved: its rule, key and the headers to send upstream.
 #[derive(Clone)]
 struct Lookup {
-    rule: Option<Rule>,
+    rule: Option<Arc<Rule>>,
     key: CacheKey,
-    /// The client's path and query, forwarded as sent.
-    path_and_query: String,
-    /// Request headers for the upstream (unkeyed and conditional headers removed).
+    /// The client's request target, forwarded as sent.
+    path_and_query: http::Uri,
+    /// The client's request headers (see [`Lookup::upstream_request`] for what goes up).
     headers: HeaderMap,
     /// The client's own `Cache-Control` directives.
     directives: policy::RequestDirectives,
@@ -242,7 +241,7 @@ async fn route(
 pub fn normal_url<'c>(
     cfg: &'c Config,
     uri: &http::Uri,
-) -> Result<(key::NormalUrl, Option<&'c Rule>), ProxyError> {
+) -> Result<(key::NormalUrl, Option<&'c Arc<Rule>>), ProxyError> {
     let npath = key::normalize_path(uri.path())?;
     let rule = cfg.rule_for(&npath);
     let ignore = rule.map_or(&cfg.cache.ignore_params, |r| &r.ignore_params);
@@ -268,7 +267,7 @@ async fn cached(
         let s = CacheStatus::fwd(Phase::Bypass, "bypass").detail("rule");
         return pass(shared, cfg, req, peer, s).await;
     }
-    if unkeyed_credentials(req.headers(), rule) {
+    if unkeyed_credentials(req.headers(), rule.map(|r| &**r)) {
         let req = req.map(|_| ProxyBody::Empty);
         let s = CacheStatus::fwd(Phase::Bypass, "bypass").detail("credentials");
         return pass(shared, cfg, req, peer, s).await;
@@ -276,40 +275,53 @@ async fn cached(
     let key_headers = rule.map_or(&[][..], |r| &r.key_headers[..]);
     let key = key::cache_key(&cfg.cache.namespace, url, key_headers, req.headers());
     let (parts, _) = req.into_parts();
-    let mut headers = parts.headers;
-    for h in UNKEYED_REQUEST_HEADERS {
-        headers.remove(h);
+    let mut directives = policy::RequestDirectives::parse(&parts.headers);
+    if !cfg.cache.honor_client_no_cache {
+        directives.ignore_requests_for_fresher();
     }
-    for h in &cfg.cache.strip_headers {
-        // A header that is part of the key is, by definition, safe to forward.
-        if !key_headers.contains(h) {
-            headers.remove(h);
-        }
-    }
-    // A fill must fetch the whole representation, whatever this client already holds.
-    for h in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-        header::RANGE,
-    ] {
-        headers.remove(h);
-    }
-    let directives = policy::RequestDirectives::parse(&headers);
     let lookup = Lookup {
         rule: rule.cloned(),
         key,
         directives,
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-        headers,
+        path_and_query: parts.uri,
+        headers: parts.headers,
         peer,
     };
     serve_cached(shared, cfg, lookup).await
+}
+
+impl Lookup {
+    /// The request to send upstream for a fill: the client's path and query as sent, and
+    /// its headers minus those that could change the answer without being in the key, and
+    /// minus its conditionals (a fill fetches the whole representation). Built only when a
+    /// request does go upstream, so hits pay nothing for it.
+    fn upstream_request(&self, cfg: &Config) -> Request<ProxyBody> {
+        let mut headers = self.headers.clone();
+        for h in UNKEYED_REQUEST_HEADERS {
+            headers.remove(h);
+        }
+        let key_headers = self.rule.as_ref().map_or(&[][..], |r| &r.key_headers[..]);
+        for h in &cfg.cache.strip_headers {
+            // A header that is part of the key is, by definition, safe to forward.
+            if !key_headers.contains(h) {
+                headers.remove(h);
+            }
+        }
+        for h in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+            header::RANGE,
+        ] {
+            headers.remove(h);
+        }
+        let mut req = Request::new(ProxyBody::Empty);
+        *req.uri_mut() = self.path_and_query.clone();
+        *req.headers_mut() = headers;
+        req
+    }
 }
 
 /// How a stored entry stands right now.
@@ -332,7 +344,7 @@ async fn store_get(shared: &Shared, key: &str) -> Option<Arc<Entry>> {
     match r {
         Ok(e) => e,
         Err(e) => {
-            shared.metrics.store_errors.fetch_add(1, Relaxed);
+            shared.metrics.store_errors.add(1);
             tracing::warn!(error = %e, "store lookup failed; going upstream");
             None
         }
@@ -374,13 +386,11 @@ fn classify(shared: &Shared, found: Result<Arc<Entry>, &'static str>, lookup: &L
         Verdict::Valid => {
             let ttl = e.ttl_ms(now);
             let d = &lookup.directives;
-            let honor = shared.live.get().cache.honor_client_no_cache;
-            let client_wants_fresher = honor
-                && (d.no_cache
-                    || d.max_age
-                        .is_some_and(|m| e.age_ms(now) > m.saturating_mul(1000))
-                    || d.min_fresh
-                        .is_some_and(|m| ttl < m.saturating_mul(1000) as i64));
+            let client_wants_fresher = d.no_cache
+                || d.max_age
+                    .is_some_and(|m| e.age_ms(now) > m.saturating_mul(1000))
+                || d.min_fresh
+                    .is_some_and(|m| ttl < m.saturating_mul(1000) as i64);
             let stale_by = (-ttl).max(0) as u64;
             let client_may_take_stale =
                 e.flags & (entry::MUST_REVALIDATE | entry::PROXY_REVALIDATE) == 0
@@ -428,10 +438,7 @@ fn entry_response(shared: &Shared, e: &Entry, from_store: bool) -> Response<Prox
         r.headers_mut().insert(header::AGE, HeaderValue::from(age));
     }
     if from_store {
-        shared
-            .metrics
-            .bytes_from_cache
-            .fetch_add(e.body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        shared.metrics.bytes_from_cache.add(e.body.len() as u64);
     }
     r.headers_mut()
         .append(header::VIA, HeaderValue::from_static("1.1 slate"));
@@ -560,12 +567,7 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
                 return Err(err.clone().into());
             }
             Outcome::Pass => {
-                let mut req = Request::new(ProxyBody::Empty);
-                *req.uri_mut() = lookup
-                    .path_and_query
-                    .parse()
-                    .map_err(|_| ProxyError::BadRequest("unparseable request target".into()))?;
-                *req.headers_mut() = lookup.headers.clone();
+                let req = lookup.upstream_request(cfg);
                 let s = CacheStatus::fwd(Phase::Miss, fwd).detail("uncacheable");
                 return pass(shared, cfg, req, lookup.peer, s).await;
             }
@@ -610,7 +612,7 @@ pub async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyEr
             &HeaderMap::new(),
         ),
         rule: rule.cloned(),
-        path_and_query: url.to_string(),
+        path_and_query: uri,
         headers: HeaderMap::new(),
         directives: Default::default(),
         peer: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -784,7 +786,7 @@ impl Fill {
                 Ok(false) => {}
                 Ok(true) => {
                     if waited {
-                        sh.metrics.lock_takeovers.fetch_add(1, Relaxed);
+                        sh.metrics.lock_takeovers.add(1);
                     }
                     // The previous owner may have stored it just before we got the lock.
                     if let Found::Fresh(e) =
@@ -826,7 +828,7 @@ impl Fill {
                 }
             }
             waited = true;
-            sh.metrics.remote_waits.fetch_add(1, Relaxed);
+            sh.metrics.remote_waits.add(1);
             // Someone else fills: wait for its event, or poll, until the lock is gone.
             loop {
                 let said = tokio::select! {
@@ -870,13 +872,7 @@ impl Fill {
         let purge_seq = sh.purges.seq();
         let request_ms = sh.clock.now_ms();
         let deadline = tokio::time::Instant::now() + cfg.upstream.timeout;
-        let mut req = Request::new(ProxyBody::Empty);
-        let Ok(uri) = self.lookup.path_and_query.parse() else {
-            let e = UpstreamError::Unreachable("unparseable request target".into());
-            return (Arc::new(Outcome::Failed(e)), None);
-        };
-        *req.uri_mut() = uri;
-        *req.headers_mut() = self.lookup.headers.clone();
+        let mut req = self.lookup.upstream_request(cfg);
         if let Some(old) = &self.validate {
             let h = req.headers_mut();
             if let Some(etag) = old.headers.get(header::ETAG) {
@@ -886,7 +882,7 @@ impl Fill {
                 h.insert(header::IF_MODIFIED_SINCE, lm.clone());
             }
         }
-        sh.metrics.upstream_requests.fetch_add(1, Relaxed);
+        sh.metrics.upstream_requests.add(1);
         let started = std::time::Instant::now();
         let resp = match sh
             .upstream
@@ -895,7 +891,7 @@ impl Fill {
         {
             Ok(r) => r,
             Err(e) => {
-                sh.metrics.upstream_errors.fetch_add(1, Relaxed);
+                sh.metrics.upstream_errors.add(1);
                 tracing::warn!(url = %self.lookup.key.url.url, error = %e, "fill failed");
                 return (Arc::new(Outcome::Failed(e)), None);
             }
@@ -924,14 +920,12 @@ impl Fill {
                 );
             }
             Err(e) => {
-                sh.metrics.upstream_errors.fetch_add(1, Relaxed);
+                sh.metrics.upstream_errors.add(1);
                 tracing::warn!(url = %self.lookup.key.url.url, error = %e, "fill body failed; nothing stored");
                 return (Arc::new(Outcome::Failed(e)), None);
             }
         };
-        sh.metrics
-            .bytes_from_upstream
-            .fetch_add(body.len() as u64, Relaxed);
+        sh.metrics.bytes_from_upstream.add(body.len() as u64);
         let fetch_time = started.elapsed();
         sh.metrics.upstream_latency.observe(fetch_time);
         let response_ms = sh.clock.now_ms();
@@ -968,7 +962,7 @@ impl Fill {
             // The request said its answer must not be stored (RFC 9111 §5.2.1.5).
             Decision::NoStore("request-no-store")
         } else {
-            policy::decide(self.lookup.rule.as_ref(), status, &headers, response_ms)
+            policy::decide(self.lookup.rule.as_deref(), status, &headers, response_ms)
         };
         let mut entry = Entry {
             status,
@@ -1055,7 +1049,7 @@ impl Fill {
         match result {
             Ok(()) => true,
             Err(e) => {
-                sh.metrics.store_errors.fetch_add(1, Relaxed);
+                sh.metrics.store_errors.add(1);
                 tracing::warn!(error = %e, "store write failed; response served uncached");
                 false
             }
@@ -1107,19 +1101,13 @@ async fn pass(
     peer: SocketAddr,
     mut status: CacheStatus,
 ) -> Answer {
-    shared
-        .metrics
-        .upstream_requests
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.metrics.upstream_requests.add(1);
     let resp = shared
         .upstream
         .send(&cfg.upstream, req, Some(peer.ip()))
         .await
         .inspect_err(|_| {
-            shared
-                .metrics
-                .upstream_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.metrics.upstream_errors.add(1);
         })?;
     status.fwd_status = Some(resp.status().as_u16());
     let mut resp = resp.map(ProxyBody::Incoming);

@@ -115,44 +115,55 @@ pub async fn serve<H, F>(
     }
 }
 
-/// What one connection is doing, for its idle timeout.
-#[derive(Default)]
+/// What one connection is doing, for its idle timeout. Plain atomics: a request costs two
+/// increments and a clock read, and the watcher wakes only a few times per timeout.
 struct Activity {
     busy: std::sync::atomic::AtomicUsize,
-    changed: tokio::sync::Notify,
+    /// When the last request ended, in ms since `start`.
+    last_ms: std::sync::atomic::AtomicU64,
+    start: std::time::Instant,
 }
 
 struct Busy<'a>(&'a Activity);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0
-            .busy
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        self.0.changed.notify_waiters();
+        use std::sync::atomic::Ordering::Relaxed;
+        let a = self.0;
+        a.last_ms
+            .store(a.start.elapsed().as_millis() as u64, Relaxed);
+        a.busy.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            busy: Default::default(),
+            last_ms: Default::default(),
+            start: std::time::Instant::now(),
+        }
     }
 }
 
 impl Activity {
     fn begin(&self) -> Busy<'_> {
-        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.changed.notify_waiters();
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Busy(self)
     }
 
-    /// Completes once no request has been in flight for `d`.
+    /// Completes once no request has been in flight for about `d` (checked every `d/4`).
     async fn idle_for(&self, d: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let step = (d / 4).max(Duration::from_millis(10));
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.busy.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(d) => return,
-                    _ = changed => {}
-                }
-            } else {
-                changed.await;
+            tokio::time::sleep(step).await;
+            let idle_since = self.last_ms.load(Relaxed);
+            let now = self.start.elapsed().as_millis() as u64;
+            if self.busy.load(Relaxed) == 0
+                && now.saturating_sub(idle_since) >= d.as_millis() as u64
+            {
+                return;
             }
         }
     }

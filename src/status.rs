@@ -132,10 +132,7 @@ pub fn page(shared: &Shared, cfg: &Config, store_ok: bool) -> Response<ProxyBody
     let l1 = match shared.store.l1() {
         Some(l1) => {
             let st = &l1.stats;
-            let (h, mi) = (
-                st.hits.load(std::sync::atomic::Ordering::Relaxed),
-                st.misses.load(std::sync::atomic::Ordering::Relaxed),
-            );
+            let (h, mi) = (st.hits.get(), st.misses.get());
             let ratio = if h + mi == 0 {
                 0.0
             } else {
@@ -181,7 +178,7 @@ td.n{{text-align:right;font-variant-numeric:tabular-nums}}.ok{{color:#2da44e}}.b
         up = esc(&cfg.upstream.base),
         ratio = m.hit_ratio() * 100.0,
         total = m.total(),
-        saved = m.saved_ms.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
+        saved = m.saved_ms.get() as f64 / 1000.0,
         sc = if store_ok { "ok" } else { "bad" },
         store = esc(shared.store.name()),
         sh = if store_ok { "ok" } else { "degraded" },

@@ -55,7 +55,7 @@ pub struct Config {
     pub warm: WarmConfig,
     pub purge: PurgeConfig,
     /// Sorted longest path first, so the first match is the longest-prefix match.
-    pub rules: Vec<Rule>,
+    pub rules: Vec<std::sync::Arc<Rule>>,
     /// A short fingerprint of the file's text, shown on `/status` and in reload logs.
     pub version: String,
 }
@@ -188,7 +188,7 @@ impl Config {
     }
 
     /// The longest-prefix rule for a path, if any.
-    pub fn rule_for(&self, path: &str) -> Option<&Rule> {
+    pub fn rule_for(&self, path: &str) -> Option<&std::sync::Arc<Rule>> {
         self.rules.iter().find(|r| path.starts_with(&r.path))
     }
 

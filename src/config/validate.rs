@@ -450,7 +450,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     };
     let purge = PurgeConfig { allow, token };
 
-    let mut rules: Vec<Rule> = Vec::new();
+    let mut rules: Vec<std::sync::Arc<Rule>> = Vec::new();
     let mut seen: Vec<(String, Range<usize>)> = Vec::new();
     for r in &file.rules {
         if let Some(rule) = rule(&mut c, r, &global_ignore) {
@@ -458,7 +458,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
                 c.bad(&r.path, "rules.path", "two rules have this same path");
             }
             seen.push((rule.path.clone(), r.path.span()));
-            rules.push(rule);
+            rules.push(std::sync::Arc::new(rule));
         }
     }
     rules.sort_by_key(|r| std::cmp::Reverse(r.path.len()));

@@ -46,10 +46,10 @@ impl Expiry<String, Arc<Entry>> for UntilGone {
 /// Counters of the in-process tier.
 #[derive(Default)]
 pub struct L1Stats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub invalidations: AtomicU64,
-    pub flushes: AtomicU64,
+    pub hits: crate::metrics::Counter,
+    pub misses: crate::metrics::Counter,
+    pub invalidations: crate::metrics::Counter,
+    pub flushes: crate::metrics::Counter,
 }
 
 pub struct TieredStore {
@@ -142,7 +142,7 @@ impl Listener {
     fn flush(&self) {
         self.generation.fetch_add(1, Relaxed);
         self.l1.invalidate_all();
-        self.stats.flushes.fetch_add(1, Relaxed);
+        self.stats.flushes.add(1);
     }
 
     async fn run(self, mut rx: broadcast::Receiver<Event>) {
@@ -151,7 +151,7 @@ impl Listener {
                 Ok(Event::Invalidate { from, key }) if from != self.id => {
                     self.generation.fetch_add(1, Relaxed);
                     self.l1.invalidate(&key).await;
-                    self.stats.invalidations.fetch_add(1, Relaxed);
+                    self.stats.invalidations.add(1);
                 }
                 Ok(Event::Resubscribed) => {
                     self.flush();
@@ -187,10 +187,10 @@ impl Store for TieredStore {
             let trusted = self.trusted.load(Relaxed);
             if trusted {
                 if let Some(e) = self.l1.get(key).await {
-                    self.stats.hits.fetch_add(1, Relaxed);
+                    self.stats.hits.add(1);
                     return Ok(Some(e));
                 }
-                self.stats.misses.fetch_add(1, Relaxed);
+                self.stats.misses.add(1);
             }
             let generation = self.generation.load(Relaxed);
             let found = self.inner.get(key).await?;
