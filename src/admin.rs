@@ -274,6 +274,12 @@ fn gauges(shared: &Shared, cfg: &Config) -> String {
             st.flushes.get() as f64,
         ));
         g.push((
+            "slate_l1_evictions_total",
+            "counter",
+            "Entries the in-process tier evicted to stay within store.l1 bytes.",
+            st.evictions.get() as f64,
+        ));
+        g.push((
             "slate_l1_bytes",
             "gauge",
             "Bytes held by the in-process tier.",

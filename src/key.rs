@@ -64,6 +64,11 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 /// Appends `s` to `out` with percent-encoding normalized (see the module docs).
 fn push_normalized(out: &mut String, s: &str) -> Result<(), KeyError> {
     let b = s.as_bytes();
+    // The common case: nothing escaped, nothing to escape.
+    if b.iter().all(|&c| c != b'%' && c.is_ascii_graphic()) {
+        out.push_str(s);
+        return Ok(());
+    }
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
@@ -98,9 +103,23 @@ fn push_normalized(out: &mut String, s: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Fully percent-decodes a parameter name, for matching against `ignore_params` globs.
-fn decoded(s: &str) -> Vec<u8> {
-    percent_encoding::percent_decode_str(s).collect()
+/// A parameter name as the `ignore_params` globs see it: fully percent-decoded.
+fn decoded(s: &str) -> std::borrow::Cow<'_, [u8]> {
+    if s.contains('%') {
+        std::borrow::Cow::Owned(percent_encoding::percent_decode_str(s).collect())
+    } else {
+        std::borrow::Cow::Borrowed(s.as_bytes())
+    }
+}
+
+/// One part of a query in normal form, borrowed when it already is.
+fn normalized(s: &str) -> Result<std::borrow::Cow<'_, str>, KeyError> {
+    if s.bytes().all(|c| c != b'%' && c.is_ascii_graphic()) {
+        return Ok(std::borrow::Cow::Borrowed(s));
+    }
+    let mut out = String::with_capacity(s.len());
+    push_normalized(&mut out, s)?;
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// Normalizes a path alone (used for prefix purges as well as keys).
@@ -116,13 +135,14 @@ pub fn normalize_path(path: &str) -> Result<String, KeyError> {
 /// Normalizes `path` and `query` (without the `?`), dropping ignored parameters.
 pub fn normalize(path: &str, query: Option<&str>, ignore: &[Glob]) -> Result<NormalUrl, KeyError> {
     let path = normalize_path(path)?;
-    let mut url = path.clone();
+    let mut url = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    url.push_str(&path);
     if let Some(q) = query {
-        let mut params: Vec<(String, String)> = Vec::new();
+        let mut params = Vec::with_capacity(8);
         for piece in q.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = match piece.find('=') {
-                Some(i) => (&piece[..i], Some(&piece[i..])),
-                None => (piece, None),
+                Some(i) => (&piece[..i], &piece[i..]),
+                None => (piece, ""),
             };
             if !ignore.is_empty() {
                 let d = decoded(name);
@@ -130,13 +150,7 @@ pub fn normalize(path: &str, query: Option<&str>, ignore: &[Glob]) -> Result<Nor
                     continue;
                 }
             }
-            let mut n = String::with_capacity(name.len());
-            push_normalized(&mut n, name)?;
-            let mut v = String::new();
-            if let Some(value) = value {
-                push_normalized(&mut v, value)?;
-            }
-            params.push((n, v));
+            params.push((normalized(name)?, normalized(value)?));
         }
         params.sort_unstable();
         for (i, (n, v)) in params.iter().enumerate() {
@@ -175,10 +189,12 @@ pub fn cache_key(
         field(&joined);
     }
     let hash = h.finalize();
-    CacheKey {
-        key: format!("{}{}", entry_prefix(namespace), hash.to_hex()),
-        url,
-    }
+    let mut key = String::with_capacity(namespace.len() + 75);
+    key.push_str("slate:");
+    key.push_str(namespace);
+    key.push_str(":e:");
+    key.push_str(hash.to_hex().as_str());
+    CacheKey { key, url }
 }
 
 /// The normalized value of request header `name` for Vary matching: every field line

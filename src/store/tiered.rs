@@ -50,6 +50,8 @@ pub struct L1Stats {
     pub misses: crate::metrics::Counter,
     pub invalidations: crate::metrics::Counter,
     pub flushes: crate::metrics::Counter,
+    /// Entries pushed out to stay within `store.l1` bytes.
+    pub evictions: crate::metrics::Counter,
 }
 
 pub struct TieredStore {
@@ -74,8 +76,15 @@ impl Drop for TieredStore {
 impl TieredStore {
     /// An L1 of `limit` bytes in front of `inner`, which must publish events.
     pub fn new(inner: Arc<dyn Store>, limit: u64, clock: Clock) -> TieredStore {
+        let stats = Arc::new(L1Stats::default());
+        let counted = stats.clone();
         let l1: Cache<String, Arc<Entry>> = Cache::builder()
             .max_capacity(limit)
+            .eviction_listener(move |_, _, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    counted.evictions.inc();
+                }
+            })
             .weigher(|k: &String, e: &Arc<Entry>| {
                 (k.len() as u64 + e.weight()).min(u32::MAX as u64) as u32
             })
@@ -83,7 +92,6 @@ impl TieredStore {
             .build();
         let id = format!("{:016x}", rand::random::<u64>());
         let trusted = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(L1Stats::default());
         let generation = Arc::new(AtomicU64::new(0));
         let listener = match inner.events() {
             Some(rx) => {
