@@ -225,11 +225,6 @@ pub fn variant_key(key: &str, vary: &[(String, String)]) -> String {
     format!("{key}:v:{}", &h.finalize().to_hex()[..32])
 }
 
-/// Every entry key of a namespace starts with this.
-pub fn entry_prefix(namespace: &str) -> String {
-    format!("slate:{namespace}:e:")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
