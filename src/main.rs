@@ -98,16 +98,14 @@ fn reload_on_sighup(live: slate::config::reload::Live, path: PathBuf) {
     });
 }
 
-async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
+    slate::server::bind(addr).map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
 }
 
 async fn run(config: Config, path: Option<PathBuf>, watch: bool) -> Result<(), String> {
-    let listener = bind(config.server.listen, "server.listen").await?;
+    let listener = bind(config.server.listen, "server.listen")?;
     let admin = match config.server.admin_listen {
-        Some(a) => Some(bind(a, "server.admin_listen").await?),
+        Some(a) => Some(bind(a, "server.admin_listen")?),
         None => None,
     };
     tracing::info!(listen = %config.server.listen, admin = ?config.server.admin_listen, upstream = %config.upstream.base, "slate starting");

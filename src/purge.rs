@@ -13,9 +13,11 @@
 //! - records are kept as long as the longest an entry may live
 //!   ([`crate::policy::MAX_ENTRY_LIFETIME`]), then dropped: nothing they covered survives.
 //!
-//! Shared stores are polled for a new sequence number every [`POLL_EVERY`], so a purge
-//! answered by one instance is in force on all of them within that bound (and at once on
-//! the instance that answered, which applies its record before answering).
+//! Every purge is published on the store's event channel, so a purge answered by one
+//! instance is in force on the others within a round trip (and at once on the instance that
+//! answered, which applies its record before answering). Under that, shared stores are
+//! polled for a new sequence number: every [`POLL_EVERY`] while the event subscription is
+//! down, every [`POLL_SUBSCRIBED`] while it is up.
 
 use crate::entry::Entry;
 use crate::store::{Store, StoreResult};
@@ -24,8 +26,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often an instance on a shared store checks for purges issued elsewhere.
+/// How often an instance on a shared store checks for purges issued elsewhere while its
+/// event subscription is down.
 pub const POLL_EVERY: Duration = Duration::from_millis(40);
+
+/// The same, while the subscription is up and delivers every purge as it happens.
+pub const POLL_SUBSCRIBED: Duration = Duration::from_secs(1);
 
 /// What a purge covers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -286,15 +292,27 @@ impl Purges {
         if !self.store.shared() {
             return;
         }
-        let mut tick = tokio::time::interval(POLL_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Events make a purge take effect here within one round trip; the poll is the net
-        // under them, for events lost while the subscription was down.
+        // Events make a purge take effect here within one round trip. The poll is the net
+        // under them: every 40 ms while the event subscription is down (and at start, until
+        // it is up), every second while it is up.
         let mut events = self.store.events();
+        let mut subscribed = false;
         loop {
+            let every = if subscribed {
+                POLL_SUBSCRIBED
+            } else {
+                POLL_EVERY
+            };
             let nudged = tokio::select! {
-                _ = tick.tick() => false,
-                e = next_event(&mut events) => e,
+                _ = tokio::time::sleep(every) => false,
+                e = next_event(&mut events) => match e {
+                    Nudge::Purged => true,
+                    Nudge::Subscription(up) => {
+                        subscribed = up;
+                        // (Re)subscribed: anything missed meanwhile is fetched now.
+                        up
+                    }
+                },
                 _ = shutdown.changed() => return,
             };
             let behind = nudged
@@ -314,22 +332,32 @@ impl Purges {
     }
 }
 
-/// Waits for an event that says the purge log moved (or may have).
+/// What the store's event stream says about the purge log.
+enum Nudge {
+    /// A purge was logged.
+    Purged,
+    /// The subscription came up (`true`) or went down (`false`).
+    Subscription(bool),
+}
+
+/// Waits for an event about the purge log.
 async fn next_event(
     events: &mut Option<tokio::sync::broadcast::Receiver<crate::store::Event>>,
-) -> bool {
+) -> Nudge {
     use crate::store::Event;
     let Some(rx) = events else {
         return std::future::pending().await;
     };
     loop {
         match rx.recv().await {
-            Ok(Event::Purged { .. } | Event::Resubscribed) => return true,
+            Ok(Event::Purged { .. }) => return Nudge::Purged,
+            Ok(Event::Resubscribed) => return Nudge::Subscription(true),
+            Ok(Event::Lost) => return Nudge::Subscription(false),
             Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return Nudge::Purged,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                 *events = None;
-                return false;
+                return Nudge::Subscription(false);
             }
         }
     }

@@ -185,3 +185,17 @@ pub fn raise_fd_limit() {
         }
     }
 }
+
+/// Binds a listening socket with a deep accept queue (4096, like nginx's `backlog` on Linux
+/// distributions; the kernel caps it at `net.core.somaxconn`): a burst of a thousand
+/// dashboards connecting at 9:00 must not overflow it into one-second SYN retries.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
