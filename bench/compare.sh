@@ -34,6 +34,8 @@
 #   KEEP_TMP [0]          1: keep the temp dir (configs, logs, raw wrk output)
 set -euo pipefail
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO="$PWD"
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -55,12 +57,11 @@ FILL_BODY_SIZE=1024    # body of the purge test's entries (100k x 20 KiB would b
 PURGE_WINDOW_S=6       # length of the hit-latency windows around the purge
 START_TIMEOUT_S=60     # how long a started server may take to answer
 TOOLS="$REPO/bench/compare_tools.py"
+BENCH_NAME=compare     # die: "compare: error: ..."
+# RUNLEVEL=1: invoke-rc.d starts no system service (nginx, varnish, redis) on install;
+# this script runs its own copies on its own ports.
+APT_INSTALL_ENV=(RUNLEVEL=1)
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'compare: error: %s\n' "$*" >&2
-    exit 1
-}
 skipped() { [[ " $SKIP " == *" $1 "* ]]; }
 
 # seconds DURATION: "10s" -> 10, "2m" -> 120, "15" -> 15
@@ -86,24 +87,6 @@ int_in "$PURGE_ENTRIES" 2 1000000 || die "PURGE_ENTRIES must be 2..1000000"
 int_in "$WAIT_QUIET" 0 3600 || die "WAIT_QUIET must be 0..3600 (seconds)"
 
 # ---------------------------------------------------------------- prerequisites
-SUDO=()
-if [[ "$(id -u)" -ne 0 ]] && command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo)
-fi
-APT_UPDATED=0
-ensure_cmd() { # ensure_cmd COMMAND DEBIAN_PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    log "installing $2 (for $1)"
-    if [[ "$APT_UPDATED" -eq 0 ]]; then
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        APT_UPDATED=1
-    fi
-    # RUNLEVEL=1: invoke-rc.d starts no system service (nginx, varnish, redis) on install;
-    # this script runs its own copies on its own ports.
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
-        apt-get install -y -qq --no-install-recommends "$2"
-    command -v "$1" >/dev/null 2>&1 || die "$1 still not found after installing $2"
-}
 ensure_cmd wrk wrk
 ensure_cmd redis-server redis-server
 ensure_cmd redis-cli redis-tools
@@ -113,14 +96,7 @@ ensure_cmd curl curl
 ensure_cmd python3 python3
 ensure_cmd cc gcc # varnishd compiles its VCL with the C compiler
 
-if [[ -z "${SLATE_BIN:-}" ]]; then
-    log "cargo build --release --bin slate --example redis_ceiling --example counting_origin"
-    cargo build --release --bin slate --example redis_ceiling --example counting_origin
-    SLATE_BIN="${CARGO_TARGET_DIR:-target}/release/slate"
-else
-    log "using SLATE_BIN=$SLATE_BIN (no build)"
-    SLATE_BIN_GIVEN=1
-fi
+build_slate --bin slate --example redis_ceiling --example counting_origin
 REDIS_CEILING_BIN="${REDIS_CEILING_BIN:-$(dirname "$SLATE_BIN")/examples/redis_ceiling}"
 COUNTING_ORIGIN_BIN="${COUNTING_ORIGIN_BIN:-$(dirname "$SLATE_BIN")/examples/counting_origin}"
 for b in "$SLATE_BIN" "$REDIS_CEILING_BIN" "$COUNTING_ORIGIN_BIN"; do
@@ -135,112 +111,11 @@ mkdir -p "$REPO/bench/out"
 REPORT="$REPO/bench/out/compare-$STAMP.md"
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-# ---------------------------------------------------------------- processes and cleanup
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/slate-compare.XXXXXX")"
-PIDS=()
-NAMES=()
-declare -A PID_OF=()
-
-cleanup() {
-    local status=$? pid waited tree=()
-    trap - EXIT INT TERM
-    # Everything the started processes started in turn (nginx workers, varnish's child):
-    # listed first, so that what outlives its parent is still found and stopped.
-    for pid in "${PIDS[@]}"; do
-        kill -0 "$pid" 2>/dev/null || continue
-        read -r -a more <<<"$(python3 "$TOOLS" tree "$pid" 2>/dev/null | tr '\n' ' ')" || true
-        tree+=("${more[@]}")
-    done
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}" "${tree[@]}"; do
-        waited=0
-        while kill -0 "$pid" 2>/dev/null && [[ "$waited" -lt 50 ]]; do
-            sleep 0.1
-            waited=$((waited + 1))
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "process $pid did not exit after SIGTERM; killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ "$status" -ne 0 ]]; then
-        for name in "${NAMES[@]}"; do
-            if [[ -s "$TMP/$name.log" ]]; then
-                printf -- '--- last lines of %s.log ---\n' "$name" >&2
-                tail -n 15 "$TMP/$name.log" >&2 || true
-            fi
-        done
-    fi
-    if [[ "$KEEP_TMP" == "1" ]]; then
-        log "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME COMMAND...: runs COMMAND in the background, output in $TMP/NAME.log.
-start() {
-    local name="$1"
-    shift
-    "$@" >"$TMP/$name.log" 2>&1 &
-    PIDS+=("$!")
-    NAMES+=("$name")
-    PID_OF[$name]="$!"
-    LAST_PID="$!"
-}
-
-# free_port VAR: a loopback port nothing listens on, not handed out yet, and below the
-# kernel's ephemeral range (so no client socket of the load generators can hold it).
-EPHEMERAL_LOW="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
-PORT_HIGH=$((EPHEMERAL_LOW > 12000 ? EPHEMERAL_LOW - 1 : 60999))
-USED_PORTS=" "
-free_port() {
-    local try p
-    for try in $(seq 1 300); do
-        p=$((10000 + RANDOM % (PORT_HIGH - 10000)))
-        [[ "$USED_PORTS" == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            USED_PORTS+="$p "
-            printf -v "$1" '%s' "$p"
-            return 0
-        fi
-    done
-    die "no free port found after $try tries"
-}
-
-# wait_http NAME PID URL: waits until URL answers 2xx, at most START_TIMEOUT_S seconds.
-wait_http() {
-    local name="$1" pid="$2" url="$3" i
-    for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || die "$name exited during startup (see its log below)"
-        if curl -fsS -o /dev/null --max-time 3 "$url" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "$name did not answer $url within ${START_TIMEOUT_S}s"
-}
-
-wait_redis() {
-    local pid="$1" port="$2" i
-    for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || die "redis-server exited during startup"
-        if [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == "PONG" ]]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "redis-server did not answer PING on port $port within ${START_TIMEOUT_S}s"
-}
+# ---------------------------------------------------------------- processes
+make_tmp slate-compare
+# cleanup (lib.sh) also stops what the started processes started in turn (nginx workers,
+# varnish's child).
+cleanup_extra_pids() { python3 "$TOOLS" tree "$1" 2>/dev/null; }
 
 # ---------------------------------------------------------------- CPU used by others
 # The load average counts this benchmark's own wrk and servers, so it says little about
@@ -263,21 +138,12 @@ free_port FILL_PORT
 free_port REDIS_PORT
 free_port REDIS_CEILING_PORT
 
-log "starting slow origin (demo-origin --delay $SLOW_DELAY --body-size $BODY_SIZE) on 127.0.0.1:$SLOW_PORT"
-start origin "$SLATE_BIN" demo-origin --listen "127.0.0.1:$SLOW_PORT" \
+start_demo_origin origin "$SLOW_PORT" /__ready \
+    "slow origin (demo-origin --delay $SLOW_DELAY --body-size $BODY_SIZE)" \
     --delay "$SLOW_DELAY" --body-size "$BODY_SIZE"
-wait_http origin "$LAST_PID" "http://127.0.0.1:$SLOW_PORT/__ready"
-
-log "starting ceiling (demo-origin --delay 0ms) on 127.0.0.1:$CEILING_PORT"
-start ceiling "$SLATE_BIN" demo-origin --listen "127.0.0.1:$CEILING_PORT" \
+start_demo_origin ceiling "$CEILING_PORT" /__ready "ceiling (demo-origin --delay 0ms)" \
     --delay 0ms --body-size "$BODY_SIZE"
-wait_http ceiling "$LAST_PID" "http://127.0.0.1:$CEILING_PORT/__ready"
-
-log "starting redis-server on 127.0.0.1:$REDIS_PORT"
-mkdir -p "$TMP/redis"
-start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/redis" \
-    --save '' --appendonly no --daemonize no --loglevel warning
-wait_redis "$LAST_PID" "$REDIS_PORT"
+start_redis "$REDIS_PORT"
 
 log "starting redis ceiling (examples/redis_ceiling) on 127.0.0.1:$REDIS_CEILING_PORT"
 start redis-ceiling "$REDIS_CEILING_BIN" --listen "127.0.0.1:$REDIS_CEILING_PORT" \
@@ -286,6 +152,7 @@ wait_http redis-ceiling "$LAST_PID" "http://127.0.0.1:$REDIS_CEILING_PORT/__read
 
 # ---------------------------------------------------------------- slate instances
 # write_config NAME PROXY_PORT ADMIN_PORT UPSTREAM_URL NAMESPACE STORE_TOML RULES_TOML
+# (start_slate's)
 write_config() {
     cat >"$TMP/$1.toml" <<EOF
 # generated by bench/compare.sh
@@ -309,28 +176,7 @@ $7
 EOF
 }
 
-# start_slate NAME UPSTREAM_URL NAMESPACE STORE_TOML RULES_TOML; sets LAST_PORT
-start_slate() {
-    local name="$1" port admin
-    free_port port
-    free_port admin
-    write_config "$name" "$port" "$admin" "$2" "$3" "$4" "$5"
-    if ! "$SLATE_BIN" check-config "$TMP/$name.toml" >"$TMP/$name.check.log" 2>&1; then
-        cat "$TMP/$name.check.log" >&2
-        die "slate check-config rejected the generated $name config ($TMP/$name.toml)"
-    fi
-    log "starting $name on 127.0.0.1:$port (admin $admin)"
-    start "$name" "$SLATE_BIN" --config "$TMP/$name.toml"
-    wait_http "$name" "$LAST_PID" "http://127.0.0.1:$admin/healthz"
-    LAST_PORT="$port"
-}
-
-CACHE_ALL='[[rules]]
-path = "/"
-ttl = "1h"'
-PASS_ALL='[[rules]]
-path = "/"
-cache = false'
+# start_slate (lib.sh) NAME UPSTREAM_URL NAMESPACE STORE_TOML RULES_TOML: sets LAST_PORT.
 REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 SLOW_URL="http://127.0.0.1:$SLOW_PORT"
 
@@ -560,33 +406,15 @@ URL_OF[overhead-slate]="${URL_OF[slate-pass]}"
 # run_wrk SYSTEM ROUND THREADS CONNECTIONS URL: writes one line to $TMP/last:
 #   system|round|requests/s|p50 ms|p99 ms|errors|% of the machine used by others meanwhile
 run_wrk() {
-    local sys="$1" round="$2" threads="$3" conns="$4" url="$5" raw before after
+    local sys="$1" round="$2" threads="$3" conns="$4" url="$5" raw before after stats
     raw="$TMP/wrk-$sys-$round.txt"
     log "round $round: wrk -t$threads -c$conns -d$DURATION --latency $url   ($sys)"
     before="$(cpu_sample)"
     timeout $((DURATION_S + 60)) wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout 5s \
         --latency "$url" >"$raw" 2>&1 || die "wrk failed for $sys: $(cat "$raw")"
     after="$(cpu_sample)"
-    awk -v sys="$sys" -v round="$round" -v foreign="$(foreign_pct "$before" "$after")" '
-        function ms(v,   n) {             # wrk prints 512.00us, 1.20ms, 1.05s, 2.00m
-            n = v + 0
-            if (v ~ /us$/) return n / 1000
-            if (v ~ /ms$/) return n
-            if (v ~ /m$/)  return n * 60000
-            if (v ~ /s$/)  return n * 1000
-            return n
-        }
-        $1 == "50%"           { p50 = ms($2) }
-        $1 == "99%"           { p99 = ms($2) }
-        /^Requests\/sec:/     { rps = $2 }
-        /Non-2xx or 3xx responses:/ { errors += $NF }
-        /Socket errors:/ {
-            for (i = 3; i <= NF; i += 2) { gsub(",", "", $(i + 1)); errors += $(i + 1) }
-        }
-        END {
-            if (rps == "" || p50 == "") { exit 1 }
-            printf "%s|%s|%.2f|%.3f|%.3f|%d|%d\n", sys, round, rps, p50, p99, errors, foreign
-        }' "$raw" >"$TMP/last" || die "could not parse wrk output for $sys: $(cat "$raw")"
+    stats="$(wrk_stats "$raw")" || die "could not parse wrk output for $sys: $(cat "$raw")"
+    printf '%s|%s|%s|%s\n' "$sys" "$round" "$stats" "$(foreign_pct "$before" "$after")" >"$TMP/last"
     sleep 1 # let the servers settle between runs
 }
 
@@ -725,10 +553,9 @@ fi
 # ---------------------------------------------------------------- prefix purge
 PURGE_DONE=0
 if ! skipped purge; then
-    log "starting fill origin (demo-origin --delay 0ms --body-size $FILL_BODY_SIZE) on 127.0.0.1:$FILL_PORT"
-    start fill-origin "$SLATE_BIN" demo-origin --listen "127.0.0.1:$FILL_PORT" \
+    start_demo_origin fill-origin "$FILL_PORT" /__ready \
+        "fill origin (demo-origin --delay 0ms --body-size $FILL_BODY_SIZE)" \
         --delay 0ms --body-size "$FILL_BODY_SIZE"
-    wait_http fill-origin "$LAST_PID" "http://127.0.0.1:$FILL_PORT/__ready"
     start_slate slate-purge "http://127.0.0.1:$FILL_PORT" bench-purge "kind = \"redis\"
 url = \"$REDIS_URL\"
 l1 = \"0\"" "$CACHE_ALL"
@@ -801,8 +628,7 @@ l1 = \"0\"" "$CACHE_ALL"
         wait "$lpid" || true
     }
     hot_stats() { # hot_stats LABEL: "p50 p99 max non2xx" in ms from the wrk output
-        awk '
-            function ms(v,   n) { n = v + 0; if (v ~ /us$/) return n / 1000; if (v ~ /ms$/) return n; if (v ~ /s$/) return n * 1000; return n }
+        awk "$WRK_MS_AWK"'
             $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) }
             $1 == "Latency" && !max { max = ms($4) }
             /^Requests\/sec:/ { rps = $2 }

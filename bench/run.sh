@@ -21,6 +21,8 @@
 #   KEEP_TMP    1: keep the temp dir (configs, logs, raw wrk output) after the run
 set -euo pipefail
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DURATION="${DURATION:-10s}"
@@ -31,166 +33,38 @@ KEEP_TMP="${KEEP_TMP:-0}"
 URL_PATH="/report?id=1"
 SLOW_DELAY="200ms"
 START_TIMEOUT_S=30 # how long a started server may take to answer
-
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'bench: error: %s\n' "$*" >&2
-    exit 1
-}
+PROBE_TIMEOUT_S=2  # how long one of the probes that wait for it may take
+BENCH_NAME=bench   # die: "bench: error: ..."
 
 # ---------------------------------------------------------------- prerequisites
-SUDO=()
-if [[ "$(id -u)" -ne 0 ]] && command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo)
-fi
-APT_UPDATED=0
-ensure_cmd() { # ensure_cmd COMMAND DEBIAN_PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return 0
-    log "installing $2 (for $1)"
-    if [[ "$APT_UPDATED" -eq 0 ]]; then
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        APT_UPDATED=1
-    fi
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "$2"
-    command -v "$1" >/dev/null 2>&1 || die "$1 still not found after installing $2"
-}
 ensure_cmd wrk wrk
 ensure_cmd redis-server redis-server
 ensure_cmd redis-cli redis-tools
 ensure_cmd curl curl
 
-if [[ -z "${SLATE_BIN:-}" ]]; then
-    log "cargo build --release"
-    cargo build --release
-    SLATE_BIN="${CARGO_TARGET_DIR:-target}/release/slate"
-else
-    log "using SLATE_BIN=$SLATE_BIN (no build)"
-fi
+# shellcheck disable=SC2119 # (build_slate's arguments are cargo's, none here)
+build_slate
 [[ -x "$SLATE_BIN" ]] || die "slate binary not found or not executable: $SLATE_BIN"
 
 # Anything else running on the machine (a build, say) skews every number below.
 LOAD_BEFORE="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo unknown)"
 
-# ---------------------------------------------------------------- processes and cleanup
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/slate-bench.XXXXXX")"
-PIDS=()
-NAMES=()
-
-cleanup() {
-    local status=$? i pid waited
-    trap - EXIT INT TERM
-    for i in "${!PIDS[@]}"; do
-        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
-    done
-    # Give everything up to 5 s to drain and exit, then kill what is left.
-    for pid in "${PIDS[@]}"; do
-        waited=0
-        while kill -0 "$pid" 2>/dev/null && [[ "$waited" -lt 50 ]]; do
-            sleep 0.1
-            waited=$((waited + 1))
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "process $pid did not exit after SIGTERM; killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ "$status" -ne 0 ]]; then
-        # Show what the servers said: usually the reason for the failure.
-        for i in "${!NAMES[@]}"; do
-            if [[ -s "$TMP/${NAMES[$i]}.log" ]]; then
-                printf -- '--- last lines of %s.log ---\n' "${NAMES[$i]}" >&2
-                tail -n 15 "$TMP/${NAMES[$i]}.log" >&2 || true
-            fi
-        done
-    fi
-    if [[ "$KEEP_TMP" == "1" ]]; then
-        log "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME COMMAND...: runs COMMAND in the background, output in $TMP/NAME.log.
-start() {
-    local name="$1"
-    shift
-    "$@" >"$TMP/$name.log" 2>&1 &
-    PIDS+=("$!")
-    NAMES+=("$name")
-    LAST_PID="$!"
-}
-
-# free_port VAR: stores in VAR a loopback port that nothing listens on and that this
-# script has not handed out yet.
-USED_PORTS=" "
-free_port() {
-    local try p
-    for try in $(seq 1 200); do
-        p=$((20000 + RANDOM % 30000))
-        [[ "$USED_PORTS" == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            USED_PORTS+="$p "
-            printf -v "$1" '%s' "$p"
-            return 0
-        fi
-    done
-    die "no free port found after $try tries"
-}
-
-# wait_http NAME PID URL: waits until URL answers 2xx, at most START_TIMEOUT_S seconds.
-wait_http() {
-    local name="$1" pid="$2" url="$3" i
-    for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || die "$name exited during startup (see its log below)"
-        if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "$name did not answer $url within ${START_TIMEOUT_S}s"
-}
-
-wait_redis() {
-    local pid="$1" port="$2" i
-    for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || die "redis-server exited during startup"
-        if [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == "PONG" ]]; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "redis-server did not answer PING on port $port within ${START_TIMEOUT_S}s"
-}
+# ---------------------------------------------------------------- processes
+make_tmp slate-bench
 
 # ---------------------------------------------------------------- origins and redis
 free_port CEILING_PORT
 free_port SLOW_PORT
 free_port REDIS_PORT
 
-log "starting ceiling origin (demo-origin --delay 0ms) on 127.0.0.1:$CEILING_PORT"
-start ceiling "$SLATE_BIN" demo-origin --listen "127.0.0.1:$CEILING_PORT" \
+start_demo_origin ceiling "$CEILING_PORT" "$URL_PATH" "ceiling origin (demo-origin --delay 0ms)" \
     --delay 0ms --body-size "$BODY_SIZE"
-wait_http ceiling "$LAST_PID" "http://127.0.0.1:$CEILING_PORT$URL_PATH"
-
-log "starting slow origin (demo-origin --delay $SLOW_DELAY) on 127.0.0.1:$SLOW_PORT"
-start slow-origin "$SLATE_BIN" demo-origin --listen "127.0.0.1:$SLOW_PORT" \
+start_demo_origin slow-origin "$SLOW_PORT" "$URL_PATH" "slow origin (demo-origin --delay $SLOW_DELAY)" \
     --delay "$SLOW_DELAY" --body-size "$BODY_SIZE"
-wait_http slow-origin "$LAST_PID" "http://127.0.0.1:$SLOW_PORT$URL_PATH"
-
-log "starting redis-server on 127.0.0.1:$REDIS_PORT"
-mkdir -p "$TMP/redis"
-start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/redis" \
-    --save '' --appendonly no --daemonize no --loglevel warning
-wait_redis "$LAST_PID" "$REDIS_PORT"
+start_redis "$REDIS_PORT"
 
 # ---------------------------------------------------------------- slate instances
-# write_config NAME PROXY_PORT ADMIN_PORT UPSTREAM_URL STORE_TOML RULES_TOML
+# write_config NAME PROXY_PORT ADMIN_PORT UPSTREAM_URL STORE_TOML RULES_TOML (start_slate's)
 write_config() {
     cat >"$TMP/$1.toml" <<EOF
 # generated by bench/run.sh
@@ -211,29 +85,7 @@ $6
 EOF
 }
 
-# start_slate NAME UPSTREAM_URL STORE_TOML RULES_TOML: sets LAST_PORT (the proxy port).
-start_slate() {
-    local name="$1" port admin
-    free_port port
-    free_port admin
-    write_config "$name" "$port" "$admin" "$2" "$3" "$4"
-    if ! "$SLATE_BIN" check-config "$TMP/$name.toml" >"$TMP/$name.check.log" 2>&1; then
-        cat "$TMP/$name.check.log" >&2
-        die "slate check-config rejected the generated $name config ($TMP/$name.toml)"
-    fi
-    log "starting $name on 127.0.0.1:$port (admin $admin)"
-    start "$name" "$SLATE_BIN" --config "$TMP/$name.toml"
-    wait_http "$name" "$LAST_PID" "http://127.0.0.1:$admin/healthz"
-    LAST_PORT="$port"
-}
-
-CACHE_ALL='[[rules]]
-path = "/"
-ttl = "1h"'
-PASS_ALL='[[rules]]
-path = "/"
-cache = false'
-
+# start_slate (lib.sh) NAME UPSTREAM_URL STORE_TOML RULES_TOML: sets LAST_PORT.
 start_slate slate-memory "http://127.0.0.1:$SLOW_PORT" 'kind = "memory"' "$CACHE_ALL"
 MEMORY_URL="http://127.0.0.1:$LAST_PORT$URL_PATH"
 start_slate slate-redis "http://127.0.0.1:$SLOW_PORT" \
@@ -281,32 +133,14 @@ log "pass-through check: Cache-Status '$pass_status'"
 # run_wrk LABEL CONNECTIONS URL: runs wrk, appends one parsed result line to $TMP/results:
 #   label|requests/s|p50 ms|p99 ms|errors
 run_wrk() {
-    local label="$1" conns="$2" url="$3" threads="$THREADS" raw
+    local label="$1" conns="$2" url="$3" threads="$THREADS" raw stats
     if ((threads > conns)); then threads="$conns"; fi
     raw="$TMP/wrk-$(printf '%s' "$label" | tr -c 'a-zA-Z0-9' '_').txt"
     log "wrk -t$threads -c$conns -d$DURATION --latency $url   ($label)"
     wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout 5s --latency "$url" >"$raw" 2>&1 ||
         die "wrk failed for $label: $(cat "$raw")"
-    awk -v label="$label" '
-        function ms(v,   n) {             # wrk prints 512.00us, 1.20ms, 1.05s, 2.00m
-            n = v + 0
-            if (v ~ /us$/) return n / 1000
-            if (v ~ /ms$/) return n
-            if (v ~ /m$/)  return n * 60000
-            if (v ~ /s$/)  return n * 1000
-            return n
-        }
-        $1 == "50%"           { p50 = ms($2) }
-        $1 == "99%"           { p99 = ms($2) }
-        /^Requests\/sec:/     { rps = $2 }
-        /Non-2xx or 3xx responses:/ { errors += $NF }
-        /Socket errors:/ {
-            for (i = 3; i <= NF; i += 2) { gsub(",", "", $(i + 1)); errors += $(i + 1) }
-        }
-        END {
-            if (rps == "" || p50 == "") { exit 1 }
-            printf "%s|%.2f|%.3f|%.3f|%d\n", label, rps, p50, p99, errors
-        }' "$raw" >>"$TMP/results" || die "could not parse wrk output for $label: $(cat "$raw")"
+    stats="$(wrk_stats "$raw")" || die "could not parse wrk output for $label: $(cat "$raw")"
+    printf '%s|%s\n' "$label" "$stats" >>"$TMP/results"
     sleep 1 # let sockets in TIME_WAIT and the servers settle between runs
 }
 

@@ -8,6 +8,8 @@
 #
 # Only 127.0.0.1 is used; every process started here is stopped on exit.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DURATION="${DURATION:-60}"         # seconds of load
@@ -15,47 +17,27 @@ STORE="${STORE:-memory}"           # memory | redis
 BOUND="${BOUND:-32MiB}"            # memory_limit (memory) or l1 (redis)
 KEYS="${KEYS:-200000}"             # distinct report URLs
 SAMPLE_EVERY="${SAMPLE_EVERY:-5}"
+START_TIMEOUT_S=10 # how long a started server may take to open its port
+BENCH_NAME=soak    # die: "soak: error: ..."
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; }; }
-need wrk wrk
-[[ "$STORE" == redis ]] && need redis-server redis-server
-
-SLATE_BIN="${SLATE_BIN:-}"
-if [[ -z "$SLATE_BIN" ]]; then
-    cargo build --release --quiet
-    SLATE_BIN="${CARGO_TARGET_DIR:-target}/release/slate"
+ensure_cmd wrk wrk
+if [[ "$STORE" == redis ]]; then
+    ensure_cmd redis-server redis-server
+    ensure_cmd redis-cli redis-tools
 fi
 
-TMP="$(mktemp -d /tmp/slate-soak.XXXXXX)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
+build_slate --quiet
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "port $1 did not open" >&2
-    return 1
-}
+make_tmp slate-soak
 
-ORIGIN_PORT=$(free_port)
-SLATE_PORT=$(free_port)
-"$SLATE_BIN" demo-origin --listen "127.0.0.1:$ORIGIN_PORT" --delay 0ms --body-size 20480 >"$TMP/origin.log" 2>&1 &
-PIDS+=($!)
-wait_port "$ORIGIN_PORT"
+free_port ORIGIN_PORT
+free_port SLATE_PORT
+start origin "$SLATE_BIN" demo-origin --listen "127.0.0.1:$ORIGIN_PORT" --delay 0ms --body-size 20480
+wait_until origin "$LAST_PID" "on port $ORIGIN_PORT" port_open "$ORIGIN_PORT"
 
 if [[ "$STORE" == redis ]]; then
-    REDIS_PORT=$(free_port)
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" >/dev/null 2>&1 &
-    PIDS+=($!)
-    wait_port "$REDIS_PORT"
+    free_port REDIS_PORT
+    start_redis "$REDIS_PORT"
     STORE_TOML=$'kind = "redis"\nurl = "redis://127.0.0.1:'"$REDIS_PORT"$'"\nl1 = "'"$BOUND"'"'
 else
     STORE_TOML=$'kind = "memory"\nmemory_limit = "'"$BOUND"'"'
@@ -75,10 +57,9 @@ $STORE_TOML
 path = "/"
 ttl = "1h"
 TOML
-"$SLATE_BIN" --config "$TMP/slate.toml" >"$TMP/slate.log" 2>&1 &
-SLATE_PID=$!
-PIDS+=("$SLATE_PID")
-wait_port "$SLATE_PORT"
+start slate "$SLATE_BIN" --config "$TMP/slate.toml"
+SLATE_PID=$LAST_PID
+wait_until slate "$SLATE_PID" "on port $SLATE_PORT" port_open "$SLATE_PORT"
 
 cat >"$TMP/churn.lua" <<LUA
 math.randomseed(os.time())
@@ -91,9 +72,8 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$SLATE_PID/status"; }
 
 echo "slate soak: store=$STORE bound=$BOUND keys=$KEYS duration=${DURATION}s body=20480 B"
 echo "t_s   rss_MiB"
-wrk -t2 -c32 -d"${DURATION}s" -s "$TMP/churn.lua" "http://127.0.0.1:$SLATE_PORT/" >"$TMP/wrk.txt" 2>&1 &
-WRK=$!
-PIDS+=("$WRK")
+start wrk wrk -t2 -c32 -d"${DURATION}s" -s "$TMP/churn.lua" "http://127.0.0.1:$SLATE_PORT/"
+WRK=$LAST_PID
 start=$SECONDS
 samples=()
 while kill -0 "$WRK" 2>/dev/null && (( SECONDS - start <= DURATION + 5 )); do
@@ -103,7 +83,7 @@ while kill -0 "$WRK" 2>/dev/null && (( SECONDS - start <= DURATION + 5 )); do
     sleep "$SAMPLE_EVERY"
 done
 wait "$WRK" || true
-grep -E "Requests/sec|Non-2xx|Socket errors" "$TMP/wrk.txt" || true
+grep -E "Requests/sec|Non-2xx|Socket errors" "$TMP/wrk.log" || true
 
 n=${#samples[@]}
 if (( n >= 4 )); then

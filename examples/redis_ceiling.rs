@@ -14,13 +14,15 @@
 //! one `redis::aio::ConnectionManager` (multiplexed, cloned per request), a
 //! multi-threaded tokio runtime and hyper-util's auto (HTTP/1 + HTTP/2) server.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::convert::Infallible;
 use std::process::ExitCode;
-use tokio::net::TcpListener;
+use std::sync::Arc;
 
 struct Args {
     listen: String,
@@ -29,9 +31,8 @@ struct Args {
     body_size: usize,
 }
 
-fn usage() -> String {
-    "usage: redis_ceiling --listen ADDR --redis URL [--key KEY] [--body-size BYTES]".into()
-}
+const USAGE: &str =
+    "usage: redis_ceiling --listen ADDR --redis URL [--key KEY] [--body-size BYTES]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -40,37 +41,17 @@ fn parse_args() -> Result<Args, String> {
         key: "bench:redis-ceiling".into(),
         body_size: 20480,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| format!("{flag}: missing value\n{}", usage()))
-        };
-        match flag.as_str() {
+    common::parse_flags(USAGE, |flag, value| {
+        match flag {
             "--listen" => a.listen = value()?,
             "--redis" => a.redis = value()?,
             "--key" => a.key = value()?,
-            "--body-size" => {
-                a.body_size = value()?.parse().map_err(|e| format!("--body-size: {e}"))?
-            }
-            "-h" | "--help" => return Err(usage()),
-            other => return Err(format!("unknown argument {other}\n{}", usage())),
+            "--body-size" => a.body_size = common::number(flag, value()?)?,
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     Ok(a)
-}
-
-/// The same padded JSON body as `slate demo-origin --body-size N`.
-fn body(size: usize) -> Vec<u8> {
-    let mut s = String::from("{\"report\":\"bench\",\"rows\":[");
-    while s.len() + 16 < size {
-        s.push_str("[1,2,3,4,5,6],");
-    }
-    s.push_str("[0]]}");
-    while s.len() < size {
-        s.push(' ');
-    }
-    s.into_bytes()
 }
 
 async fn serve(a: Args) -> Result<(), String> {
@@ -82,72 +63,42 @@ async fn serve(a: Args) -> Result<(), String> {
         let mut c = conn.clone();
         redis::cmd("SET")
             .arg(&a.key)
-            .arg(body(a.body_size))
+            .arg(&common::body(a.body_size)[..])
             .query_async::<()>(&mut c)
             .await
             .map_err(|e| format!("SET {}: {e}", a.key))?;
     }
-    let listener = TcpListener::bind(&a.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+    let listener = common::listen(&a.listen).await?;
     eprintln!(
         "redis ceiling on {}: GET {} from {} ({} bytes)",
         a.listen, a.key, a.redis, a.body_size
     );
-    let key: std::sync::Arc<str> = a.key.into();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(x) => x,
-            Err(_) => continue,
-        };
-        let _ = stream.set_nodelay(true);
-        let (conn, key, builder) = (conn.clone(), key.clone(), builder.clone());
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                let (mut conn, key) = (conn.clone(), key.clone());
-                async move {
-                    let r = redis::cmd("GET")
-                        .arg(&*key)
-                        .query_async::<Option<Vec<u8>>>(&mut conn)
-                        .await;
-                    let resp = match r {
-                        Ok(Some(v)) => Response::builder()
-                            .status(200)
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(v))),
-                        Ok(None) => Response::builder()
-                            .status(404)
-                            .body(Full::new(Bytes::from_static(b"key not found\n"))),
-                        Err(e) => Response::builder()
-                            .status(502)
-                            .body(Full::new(Bytes::from(format!("redis: {e}\n")))),
-                    };
-                    Ok::<_, Infallible>(resp.expect("a valid response"))
-                }
-            });
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
+    let key: Arc<str> = a.key.into();
+    common::serve(listener, move |_req: Request<Incoming>| {
+        let (mut conn, key) = (conn.clone(), key.clone());
+        async move {
+            let r = redis::cmd("GET")
+                .arg(&*key)
+                .query_async::<Option<Vec<u8>>>(&mut conn)
+                .await;
+            let resp = match r {
+                Ok(Some(v)) => Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(v))),
+                Ok(None) => Response::builder()
+                    .status(404)
+                    .body(Full::new(Bytes::from_static(b"key not found\n"))),
+                Err(e) => Response::builder()
+                    .status(502)
+                    .body(Full::new(Bytes::from(format!("redis: {e}\n")))),
+            };
+            resp.expect("a valid response")
+        }
+    })
+    .await
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    match rt.block_on(serve(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("redis_ceiling: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main("redis_ceiling", parse_args, serve)
 }

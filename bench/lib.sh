@@ -1,0 +1,246 @@
+# shellcheck shell=bash disable=SC2034 # (what it sets, the scripts read)
+# bench/lib.sh: helpers shared by bench/run.sh, bench/compare.sh and bench/soak.sh. Sourced,
+# not run:
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Read from the script (set them before calling the helpers that use them):
+#   BENCH_NAME        how die's messages start ("bench", "compare", ...)
+#   START_TIMEOUT_S   how long a started server may take to answer (wait_*)
+#   PROBE_TIMEOUT_S   how long one wait_http probe may take (default 3)
+#   APT_INSTALL_ENV   more environment for apt-get install (ensure_cmd; default none)
+#   KEEP_TMP          1: cleanup keeps $TMP (default 0)
+#   SLATE_BIN         the slate binary (build_slate sets it when unset)
+#   write_config      (function) start_slate writes a slate config with it
+#   cleanup_extra_pids (function, optional) cleanup_extra_pids PID: the PIDs of what PID
+#                     started in turn, one a line; cleanup stops them too
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf '%s: error: %s\n' "$BENCH_NAME" "$*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------- prerequisites
+SUDO=()
+if [[ "$(id -u)" -ne 0 ]] && command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+fi
+APT_UPDATED=0
+APT_INSTALL_ENV=()
+ensure_cmd() { # ensure_cmd COMMAND DEBIAN_PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "installing $2 (for $1)"
+    if [[ "$APT_UPDATED" -eq 0 ]]; then
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive "${APT_INSTALL_ENV[@]}" \
+        apt-get install -y -qq --no-install-recommends "$2"
+    command -v "$1" >/dev/null 2>&1 || die "$1 still not found after installing $2"
+}
+
+# build_slate [CARGO_ARGS...]: without SLATE_BIN, `cargo build --release CARGO_ARGS...` and
+# SLATE_BIN is the slate it built; with SLATE_BIN, no build (and SLATE_BIN_GIVEN=1).
+build_slate() {
+    if [[ -z "${SLATE_BIN:-}" ]]; then
+        log "cargo build --release${*:+ $*}"
+        cargo build --release "$@"
+        SLATE_BIN="${CARGO_TARGET_DIR:-target}/release/slate"
+    else
+        log "using SLATE_BIN=$SLATE_BIN (no build)"
+        SLATE_BIN_GIVEN=1
+    fi
+}
+
+# ---------------------------------------------------------------- processes and cleanup
+PIDS=()
+NAMES=()
+declare -A PID_OF=()
+
+# make_tmp PREFIX: creates the temp dir TMP (${TMPDIR:-/tmp}/PREFIX.XXXXXX) and has cleanup
+# run on exit, INT and TERM.
+make_tmp() {
+    TMP="$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")"
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# cleanup: stops everything start started (SIGTERM, SIGKILL after 5 s), shows the end of
+# their logs when the script failed, removes $TMP, exits with the script's status.
+cleanup() {
+    local status=$? pid waited name more tree=()
+    trap - EXIT INT TERM
+    if declare -F cleanup_extra_pids >/dev/null; then
+        # Listed first, so that what outlives its parent is still found and stopped.
+        for pid in "${PIDS[@]}"; do
+            kill -0 "$pid" 2>/dev/null || continue
+            read -r -a more <<<"$(cleanup_extra_pids "$pid" | tr '\n' ' ')" || true
+            tree+=("${more[@]}")
+        done
+    fi
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    # Give everything up to 5 s to drain and exit, then kill what is left.
+    for pid in "${PIDS[@]}" "${tree[@]}"; do
+        waited=0
+        while kill -0 "$pid" 2>/dev/null && [[ "$waited" -lt 50 ]]; do
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "process $pid did not exit after SIGTERM; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ "$status" -ne 0 ]]; then
+        # Show what the servers said: usually the reason for the failure.
+        for name in "${NAMES[@]}"; do
+            if [[ -s "$TMP/$name.log" ]]; then
+                printf -- '--- last lines of %s.log ---\n' "$name" >&2
+                tail -n 15 "$TMP/$name.log" >&2 || true
+            fi
+        done
+    fi
+    if [[ "${KEEP_TMP:-0}" == "1" ]]; then
+        log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$status"
+}
+
+# start NAME COMMAND...: runs COMMAND in the background, output in $TMP/NAME.log; its PID in
+# LAST_PID and PID_OF[NAME].
+start() {
+    local name="$1"
+    shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    PIDS+=("$!")
+    NAMES+=("$name")
+    PID_OF[$name]="$!"
+    LAST_PID="$!"
+}
+
+# ---------------------------------------------------------------- ports and readiness
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# free_port VAR: a loopback port nothing listens on, not handed out yet, and below the
+# kernel's ephemeral range (so no client socket of the load generators can hold it).
+EPHEMERAL_LOW="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+PORT_HIGH=$((EPHEMERAL_LOW > 12000 ? EPHEMERAL_LOW - 1 : 60999))
+USED_PORTS=" "
+free_port() {
+    local try p
+    for try in $(seq 1 300); do
+        p=$((10000 + RANDOM % (PORT_HIGH - 10000)))
+        [[ "$USED_PORTS" == *" $p "* ]] && continue
+        if ! port_open "$p"; then
+            USED_PORTS+="$p "
+            printf -v "$1" '%s' "$p"
+            return 0
+        fi
+    done
+    die "no free port found after $try tries"
+}
+
+# wait_until NAME PID WHAT PROBE...: runs PROBE every 0.1 s until it succeeds, at most
+# START_TIMEOUT_S seconds; dies when PID (NAME) exits first, or when time is up ("NAME did
+# not answer WHAT").
+wait_until() {
+    local name="$1" pid="$2" what="$3" i
+    shift 3
+    for ((i = 0; i < START_TIMEOUT_S * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || die "$name exited during startup (see its log below)"
+        "$@" && return 0
+        sleep 0.1
+    done
+    die "$name did not answer $what within ${START_TIMEOUT_S}s"
+}
+http_ok() { curl -fsS -o /dev/null --max-time "${PROBE_TIMEOUT_S:-3}" "$1" 2>/dev/null; }
+redis_pong() { [[ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" == "PONG" ]]; }
+
+# wait_http NAME PID URL: waits until URL answers 2xx.
+wait_http() { wait_until "$1" "$2" "$3" http_ok "$3"; }
+# wait_redis PID PORT: waits until the redis-server on PORT answers PING.
+wait_redis() { wait_until redis-server "$1" "PING on port $2" redis_pong "$2"; }
+
+# ---------------------------------------------------------------- servers
+# start_redis PORT: redis-server on 127.0.0.1:PORT, no persistence, its files in $TMP/redis.
+start_redis() {
+    log "starting redis-server on 127.0.0.1:$1"
+    mkdir -p "$TMP/redis"
+    start redis redis-server --bind 127.0.0.1 --port "$1" --dir "$TMP/redis" \
+        --save '' --appendonly no --daemonize no --loglevel warning
+    wait_redis "$LAST_PID" "$1"
+}
+
+# start_demo_origin NAME PORT READY_PATH DESCRIPTION DEMO_ORIGIN_ARGS...: `slate demo-origin`
+# on 127.0.0.1:PORT; waits until READY_PATH answers.
+start_demo_origin() {
+    local name="$1" port="$2" ready="$3" what="$4"
+    shift 4
+    log "starting $what on 127.0.0.1:$port"
+    start "$name" "$SLATE_BIN" demo-origin --listen "127.0.0.1:$port" "$@"
+    wait_http "$name" "$LAST_PID" "http://127.0.0.1:$port$ready"
+}
+
+# [[rules]] of the slate configs: every path cached for an hour; every path passed through.
+CACHE_ALL='[[rules]]
+path = "/"
+ttl = "1h"'
+PASS_ALL='[[rules]]
+path = "/"
+cache = false'
+
+# start_slate NAME CONFIG_ARGS...: slate on two free ports, its config written by the
+# script's `write_config NAME PROXY_PORT ADMIN_PORT CONFIG_ARGS...` to $TMP/NAME.toml and
+# checked first; waits for its /healthz; sets LAST_PORT (the proxy port).
+start_slate() {
+    local name="$1" port admin
+    shift
+    free_port port
+    free_port admin
+    write_config "$name" "$port" "$admin" "$@"
+    if ! "$SLATE_BIN" check-config "$TMP/$name.toml" >"$TMP/$name.check.log" 2>&1; then
+        cat "$TMP/$name.check.log" >&2
+        die "slate check-config rejected the generated $name config ($TMP/$name.toml)"
+    fi
+    log "starting $name on 127.0.0.1:$port (admin $admin)"
+    start "$name" "$SLATE_BIN" --config "$TMP/$name.toml"
+    wait_http "$name" "$LAST_PID" "http://127.0.0.1:$admin/healthz"
+    LAST_PORT="$port"
+}
+
+# ---------------------------------------------------------------- wrk output
+# An awk function, ms(v): a wrk duration (512.00us, 1.20ms, 1.05s, 2.00m) in milliseconds.
+WRK_MS_AWK='
+    function ms(v,   n) {
+        n = v + 0
+        if (v ~ /us$/) return n / 1000
+        if (v ~ /ms$/) return n
+        if (v ~ /m$/)  return n * 60000
+        if (v ~ /s$/)  return n * 1000
+        return n
+    }'
+
+# wrk_stats FILE: "requests/s|p50 ms|p99 ms|errors" of the `wrk --latency` output in FILE,
+# errors being non-2xx/3xx answers plus socket errors; fails when FILE holds no result.
+wrk_stats() {
+    awk "$WRK_MS_AWK"'
+        $1 == "50%"           { p50 = ms($2) }
+        $1 == "99%"           { p99 = ms($2) }
+        /^Requests\/sec:/     { rps = $2 }
+        /Non-2xx or 3xx responses:/ { errors += $NF }
+        /Socket errors:/ {
+            for (i = 3; i <= NF; i += 2) { gsub(",", "", $(i + 1)); errors += $(i + 1) }
+        }
+        END {
+            if (rps == "" || p50 == "") { exit 1 }
+            printf "%.2f|%.3f|%.3f|%d\n", rps, p50, p99, errors
+        }' "$1"
+}
