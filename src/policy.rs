@@ -38,30 +38,23 @@ impl CacheControl {
     /// allows treating the response as stale), and so is a value that is not a number.
     pub fn parse(headers: &HeaderMap) -> CacheControl {
         let mut cc = CacheControl::default();
-        for line in headers.get_all(CACHE_CONTROL) {
-            let Ok(line) = line.to_str() else { continue };
-            for d in split_directives(line) {
-                let (name, value) = match d.split_once('=') {
-                    Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
-                    None => (d.trim(), None),
-                };
-                let delta = || value.and_then(|v| v.parse::<u64>().ok());
-                match name.to_ascii_lowercase().as_str() {
-                    "no-store" => cc.no_store = true,
-                    // `no-cache="Set-Cookie"` (qualified) is treated as unqualified: stricter.
-                    "no-cache" => cc.no_cache = true,
-                    "private" => cc.private = true,
-                    "public" => cc.public = true,
-                    "must-revalidate" => cc.must_revalidate = true,
-                    "proxy-revalidate" => cc.proxy_revalidate = true,
-                    "max-age" => cc.max_age = Some(merge(cc.max_age, delta())),
-                    "s-maxage" => cc.s_maxage = Some(merge(cc.s_maxage, delta())),
-                    "stale-while-revalidate" => cc.stale_while_revalidate = delta(),
-                    "stale-if-error" => cc.stale_if_error = delta(),
-                    _ => {}
-                }
+        for_each_directive(headers, |name, value| {
+            let delta = || value.and_then(|v| v.parse::<u64>().ok());
+            match name {
+                "no-store" => cc.no_store = true,
+                // `no-cache="Set-Cookie"` (qualified) is treated as unqualified: stricter.
+                "no-cache" => cc.no_cache = true,
+                "private" => cc.private = true,
+                "public" => cc.public = true,
+                "must-revalidate" => cc.must_revalidate = true,
+                "proxy-revalidate" => cc.proxy_revalidate = true,
+                "max-age" => cc.max_age = Some(merge(cc.max_age, delta())),
+                "s-maxage" => cc.s_maxage = Some(merge(cc.s_maxage, delta())),
+                "stale-while-revalidate" => cc.stale_while_revalidate = delta(),
+                "stale-if-error" => cc.stale_if_error = delta(),
+                _ => {}
             }
-        }
+        });
         cc
     }
 }
@@ -89,31 +82,24 @@ pub struct RequestDirectives {
 impl RequestDirectives {
     pub fn parse(headers: &HeaderMap) -> RequestDirectives {
         let mut d = RequestDirectives::default();
-        for line in headers.get_all(CACHE_CONTROL) {
-            let Ok(line) = line.to_str() else { continue };
-            for dir in split_directives(line) {
-                let (name, value) = match dir.split_once('=') {
-                    Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
-                    None => (dir.trim(), None),
-                };
-                let delta = || value.and_then(|v| v.parse::<u64>().ok());
-                match name.to_ascii_lowercase().as_str() {
-                    "no-cache" => d.no_cache = true,
-                    "no-store" => d.no_store = true,
-                    "only-if-cached" => d.only_if_cached = true,
-                    "max-age" => d.max_age = delta(),
-                    "min-fresh" => d.min_fresh = delta(),
-                    "max-stale" => {
-                        d.max_stale = Some(if value.is_some() {
-                            delta().unwrap_or(0)
-                        } else {
-                            u64::MAX
-                        })
-                    }
-                    _ => {}
+        for_each_directive(headers, |name, value| {
+            let delta = || value.and_then(|v| v.parse::<u64>().ok());
+            match name {
+                "no-cache" => d.no_cache = true,
+                "no-store" => d.no_store = true,
+                "only-if-cached" => d.only_if_cached = true,
+                "max-age" => d.max_age = delta(),
+                "min-fresh" => d.min_fresh = delta(),
+                "max-stale" => {
+                    d.max_stale = Some(if value.is_some() {
+                        delta().unwrap_or(0)
+                    } else {
+                        u64::MAX
+                    })
                 }
+                _ => {}
             }
-        }
+        });
         if !headers.contains_key(CACHE_CONTROL) {
             let pragma = headers.get_all(http::header::PRAGMA).iter();
             d.no_cache = pragma
@@ -133,6 +119,21 @@ impl RequestDirectives {
 
     pub fn is_empty(&self) -> bool {
         *self == RequestDirectives::default()
+    }
+}
+
+/// Calls `f` with each `Cache-Control` directive of every field line: its lower-cased
+/// name and its value, unquoted.
+fn for_each_directive(headers: &HeaderMap, mut f: impl FnMut(&str, Option<&str>)) {
+    for line in headers.get_all(CACHE_CONTROL) {
+        let Ok(line) = line.to_str() else { continue };
+        for d in split_directives(line) {
+            let (name, value) = match d.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                None => (d.trim(), None),
+            };
+            f(&name.to_ascii_lowercase(), value);
+        }
     }
 }
 

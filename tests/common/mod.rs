@@ -59,9 +59,15 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> RedisServer {
+        Self::spawn(port, &[])
+    }
+
+    /// Starts redis-server on `port` with `extra` arguments and waits for its PING.
+    fn spawn(port: u16, extra: &[&str]) -> RedisServer {
         let dir = TempDir::new("redis");
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .arg("--dir")
             .arg(&dir.0)
             .stdout(Stdio::null())
@@ -456,39 +462,16 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..3 {
             let port = free_port();
-            let dir = TempDir::new("cluster");
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                .arg("--cluster-config-file")
-                .arg(dir.0.join("nodes.conf"))
-                .arg("--dir")
-                .arg(&dir.0)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is required for these tests");
-            let r = RedisServer {
-                port,
-                child,
-                _dir: dir,
-            };
-            for _ in 0..200 {
-                if r.cli(&["PING"]).trim() == "PONG" {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            nodes.push(r);
+            // Relative to the node's own --dir.
+            let args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-config-file",
+                "nodes.conf",
+            ];
+            nodes.push(RedisServer::spawn(port, &args));
         }
         let addrs: Vec<String> = nodes
             .iter()
