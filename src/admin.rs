@@ -412,6 +412,8 @@ async fn entry(
     // The variant the admin request's own key_headers (e.g. `Accept`) select.
     let key_headers = rule.map_or(&[][..], |r| &r.key_headers[..]);
     let k = key::cache_key(&cfg.cache.namespace, nurl, key_headers, req.headers());
+    // Ask the in-process tier first: the lookup below would copy the entry into it.
+    let in_l1 = shared.store.l1().is_some_and(|l1| l1.holds(&k.key));
     let found = shared
         .store
         .get(&k.key)
@@ -443,7 +445,7 @@ async fn entry(
             "stale_while_revalidate_s": e.swr_ms / 1000,
             "stale_if_error_s": e.sie_ms / 1000,
             "tags": e.tags,
-            "found_in": shared.store.name(),
+            "found_in": if in_l1 { "l1" } else { shared.store.name() },
         }),
     ))
 }

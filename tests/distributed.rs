@@ -191,6 +191,15 @@ async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
         let l1 = s.instance.shared.store.l1().expect("an L1 tier");
         assert!(l1.stats.hits.get() >= 2, "hits came from L1");
     }
+    let e = get(&c, &slates[0].admin_url("/entry?url=/l1/a")).await;
+    let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(j["found_in"], "l1", "{j}");
+    let e = get(&c, &slates[2].admin_url("/entry?url=/l1/a")).await;
+    let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(
+        j["found_in"], "redis",
+        "the third instance never read it: {j}"
+    );
     let p = send(&c, "PURGE", &slates[2].url("/l1/*"), &[], "").await;
     assert_eq!(p.status, 200);
     tokio::time::sleep(Duration::from_millis(100)).await;
