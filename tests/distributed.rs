@@ -175,8 +175,15 @@ async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
     let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
     let slates = three(&store, "64MiB", &origin).await;
     let c = client();
-    // Let the L1 subscriptions come up.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The in-process tiers are used once their invalidation subscriptions are up.
+    for s in &slates {
+        let l1 = s.instance.shared.store.l1().expect("an L1 tier");
+        let t = Instant::now();
+        while !l1.is_trusted() && t.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(l1.is_trusted(), "the L1 subscription came up");
+    }
     let mut old = std::collections::HashMap::new();
     for path in ["/l1/a", "/l1/b?x=1"] {
         old.insert(path, get(&c, &slates[0].url(path)).await.body);
