@@ -134,7 +134,16 @@ pub fn normalize_path(path: &str) -> Result<String, KeyError> {
 
 /// Normalizes `path` and `query` (without the `?`), dropping ignored parameters.
 pub fn normalize(path: &str, query: Option<&str>, ignore: &[Glob]) -> Result<NormalUrl, KeyError> {
-    let path = normalize_path(path)?;
+    with_query(normalize_path(path)?, query, ignore)
+}
+
+/// Adds the normalized query to a path already normalized by [`normalize_path`] (the
+/// request path normalizes the path first, to find its rule and so its ignored params).
+pub fn with_query(
+    path: String,
+    query: Option<&str>,
+    ignore: &[Glob],
+) -> Result<NormalUrl, KeyError> {
     let mut url = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
     url.push_str(&path);
     if let Some(q) = query {

@@ -245,7 +245,7 @@ pub fn normal_url<'c>(
     let npath = key::normalize_path(uri.path())?;
     let rule = cfg.rule_for(&npath);
     let ignore = rule.map_or(&cfg.cache.ignore_params, |r| &r.ignore_params);
-    Ok((key::normalize(uri.path(), uri.query(), ignore)?, rule))
+    Ok((key::with_query(npath, uri.query(), ignore)?, rule))
 }
 
 /// Whether the request carries credentials that the rule does not key on.

@@ -296,7 +296,7 @@ impl Purges {
         // under them: every 40 ms while the event subscription is down (and at start, until
         // it is up), every second while it is up.
         let mut events = self.store.events();
-        let mut subscribed = false;
+        let mut subscribed = self.store.events_up();
         loop {
             let every = if subscribed {
                 POLL_SUBSCRIBED

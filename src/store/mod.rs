@@ -94,6 +94,12 @@ pub trait Store: Send + Sync + 'static {
     /// store no other instance shares.
     fn events(&self) -> Option<broadcast::Receiver<Event>>;
 
+    /// Whether the event subscription is up now. A listener subscribes to [`Store::events`]
+    /// first and then asks this, so it cannot miss a `Resubscribed` sent just before.
+    fn events_up(&self) -> bool {
+        false
+    }
+
     /// The in-process tier's counters, when this store has one.
     fn l1(&self) -> Option<&tiered::TieredStore> {
         None

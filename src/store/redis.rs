@@ -123,6 +123,8 @@ pub struct RedisStore<C> {
     conn: C,
     channel: String,
     events: broadcast::Sender<Event>,
+    /// Whether the subscription is up now (see [`Store::events_up`]).
+    events_up: Arc<std::sync::atomic::AtomicBool>,
     subscriber: tokio::task::AbortHandle,
     renew: redis::Script,
     unlock: redis::Script,
@@ -204,7 +206,12 @@ impl<C> Drop for RedisStore<C> {
 
 /// Keeps one pub/sub subscription up, forwarding events; reconnects on its own, and says
 /// `Lost` / `Resubscribed` so in-process copies are dropped when events may have been missed.
-async fn subscribe(clients: Vec<redis::Client>, channel: String, tx: broadcast::Sender<Event>) {
+async fn subscribe(
+    clients: Vec<redis::Client>,
+    channel: String,
+    tx: broadcast::Sender<Event>,
+    up: Arc<std::sync::atomic::AtomicBool>,
+) {
     use futures_util::StreamExt;
     let mut i = 0usize;
     loop {
@@ -213,6 +220,7 @@ async fn subscribe(clients: Vec<redis::Client>, channel: String, tx: broadcast::
         match tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub()).await {
             Ok(Ok(mut ps)) => {
                 if ps.subscribe(&channel).await.is_ok() {
+                    up.store(true, std::sync::atomic::Ordering::SeqCst);
                     let _ = tx.send(Event::Resubscribed);
                     let mut msgs = ps.on_message();
                     while let Some(m) = msgs.next().await {
@@ -224,6 +232,7 @@ async fn subscribe(clients: Vec<redis::Client>, channel: String, tx: broadcast::
                         }
                     }
                     tracing::warn!("store event subscription lost; reconnecting");
+                    up.store(false, std::sync::atomic::Ordering::SeqCst);
                     let _ = tx.send(Event::Lost);
                 }
             }
@@ -242,12 +251,15 @@ impl<C> RedisStore<C> {
     ) -> Self {
         let channel = format!("slate:{namespace}:events");
         let (events, _) = broadcast::channel(4096);
+        let events_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let subscriber = if subs.is_empty() {
             tokio::spawn(async {}).abort_handle()
         } else {
-            tokio::spawn(subscribe(subs, channel.clone(), events.clone())).abort_handle()
+            let task = subscribe(subs, channel.clone(), events.clone(), events_up.clone());
+            tokio::spawn(task).abort_handle()
         };
         RedisStore {
+            events_up,
             breaker: Breaker::new(),
             conn,
             channel,
@@ -379,15 +391,17 @@ where
         async move {
             let now_ms =
                 expires_ms.saturating_sub(crate::policy::MAX_ENTRY_LIFETIME.as_millis() as u64);
-            let mut conn = self.conn.clone();
             let mut inv = self.add.key(&self.seq_key);
             inv.key(&self.log_key)
                 .arg(req.encode(expires_ms))
                 .arg(now_ms);
-            match tokio::time::timeout(self.timeout, inv.invoke_async::<u64>(&mut conn)).await {
-                Ok(r) => r.map_err(unavailable),
-                Err(_) => Err(StoreError::Timeout),
+            let seq = self.invoke::<u64>(inv).await?;
+            // Other instances apply it on this event within a round trip; their poll is
+            // only the net under it.
+            if let Err(e) = self.publish(Event::Purged { seq }).await {
+                tracing::warn!(error = %e, "purge logged but not announced; instances will poll it");
             }
+            Ok(seq)
         }
         .boxed()
     }
@@ -493,5 +507,9 @@ where
 
     fn events(&self) -> Option<broadcast::Receiver<Event>> {
         Some(self.events.subscribe())
+    }
+
+    fn events_up(&self) -> bool {
+        self.events_up.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

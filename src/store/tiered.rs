@@ -95,6 +95,11 @@ impl TieredStore {
         let generation = Arc::new(AtomicU64::new(0));
         let listener = match inner.events() {
             Some(rx) => {
+                // Subscribed first, then asked: a subscription that came up before we
+                // listened is not missed (and if it comes up now, we hear it too).
+                if inner.events_up() {
+                    trusted.store(true, Relaxed);
+                }
                 let l = Listener {
                     l1: l1.clone(),
                     id: id.clone(),
@@ -294,6 +299,10 @@ impl Store for TieredStore {
 
     fn events(&self) -> Option<broadcast::Receiver<Event>> {
         self.inner.events()
+    }
+
+    fn events_up(&self) -> bool {
+        self.inner.events_up()
     }
 
     fn l1(&self) -> Option<&TieredStore> {
