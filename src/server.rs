@@ -3,16 +3,22 @@
 
 use crate::body::ProxyBody;
 use crate::config::ServerConfig;
+use futures_util::task::AtomicWaker;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -47,7 +53,10 @@ pub async fn serve<H, F>(
     let builder = Arc::new(builder);
     let connections = tokio_util::task::TaskTracker::new();
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
-    let idle_timeout = cfg.idle_timeout;
+    let open = Arc::new(OpenConnections::default());
+    // One sweeper per listener closes idle keep-alive connections and, at shutdown, asks
+    // every connection to finish: the connections themselves watch only a flag.
+    let sweeper = tokio::spawn(open.clone().sweep(cfg.idle_timeout, shutdown.clone()));
     loop {
         // A slot first: at the limit, we stop accepting and the kernel queues new clients.
         let permit = tokio::select! {
@@ -69,13 +78,10 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let builder = builder.clone();
-        let mut stop = shutdown.clone();
+        let ctl = open.add();
+        let open = open.clone();
         connections.spawn(async move {
-            // Requests in flight on this connection, and when the last one ended: an idle
-            // keep-alive connection is closed after `idle_timeout`, a busy one never (a
-            // client waiting 30 s for a report sends nothing, and that is not idleness).
-            let activity = Arc::new(Activity::default());
-            let act = activity.clone();
+            let act = ctl.clone();
             let svc = service_fn(move |req| {
                 let (h, act) = (handler.clone(), act.clone());
                 async move {
@@ -85,27 +91,23 @@ pub async fn serve<H, F>(
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             tokio::pin!(conn);
-            let mut closing = false;
-            let result = loop {
-                tokio::select! {
-                    r = conn.as_mut() => break r,
-                    _ = stopped(&mut stop), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    _ = activity.idle_for(idle_timeout), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
+            let result = tokio::select! {
+                biased;
+                r = conn.as_mut() => r,
+                _ = ctl.closing() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
                 }
             };
             if let Err(e) = result {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
+            open.remove(&ctl);
             drop(permit);
         });
     }
     drop(listener);
+    open.close_all();
     connections.close();
     if tokio::time::timeout(cfg.shutdown_timeout, connections.wait())
         .await
@@ -113,57 +115,124 @@ pub async fn serve<H, F>(
     {
         tracing::warn!("connections still open after the shutdown timeout; closing them");
     }
+    sweeper.abort();
 }
 
-/// What one connection is doing, for its idle timeout. Plain atomics: a request costs two
-/// increments and a clock read, and the watcher wakes only a few times per timeout.
-struct Activity {
-    busy: std::sync::atomic::AtomicUsize,
-    /// When the last request ended, in ms since `start`.
-    last_ms: std::sync::atomic::AtomicU64,
-    start: std::time::Instant,
+/// One open connection, as its sweeper sees it: what it is doing (for the idle timeout)
+/// and a flag asking it to finish. Watching the flag costs the connection a few atomic
+/// operations per wake-up; a shared channel or a timer per connection would cost a lock
+/// or a timer-wheel update on every request.
+struct Conn {
+    id: u64,
+    /// Requests in flight; an idle keep-alive connection is closed after `idle_timeout`,
+    /// a busy one never (a client waiting 30 s for a report sends nothing, and that is
+    /// not idleness).
+    busy: AtomicUsize,
+    /// When the last request ended, in ms since `OpenConnections::start`.
+    last_ms: AtomicU64,
+    start: Instant,
+    close: AtomicBool,
+    waker: AtomicWaker,
 }
 
-struct Busy<'a>(&'a Activity);
+struct Busy<'a>(&'a Conn);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let a = self.0;
-        a.last_ms
-            .store(a.start.elapsed().as_millis() as u64, Relaxed);
-        a.busy.fetch_sub(1, Relaxed);
+        let c = self.0;
+        c.last_ms
+            .store(c.start.elapsed().as_millis() as u64, Relaxed);
+        c.busy.fetch_sub(1, Relaxed);
     }
 }
 
-impl Default for Activity {
-    fn default() -> Self {
-        Activity {
-            busy: Default::default(),
-            last_ms: Default::default(),
-            start: std::time::Instant::now(),
-        }
-    }
-}
-
-impl Activity {
+impl Conn {
     fn begin(&self) -> Busy<'_> {
-        self.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.busy.fetch_add(1, Relaxed);
         Busy(self)
     }
 
-    /// Completes once no request has been in flight for about `d` (checked every `d/4`).
-    async fn idle_for(&self, d: Duration) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let step = (d / 4).max(Duration::from_millis(10));
+    fn ask_to_close(&self) {
+        self.close.store(true, Release);
+        self.waker.wake();
+    }
+
+    /// Completes once the sweeper asks this connection to finish.
+    fn closing(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.close.load(Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Asked between the first look and the registration: seen now.
+            if self.close.load(Acquire) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+    }
+
+    /// Whether no request has been in flight for at least `d`.
+    fn idle_for(&self, d: Duration) -> bool {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.busy.load(Relaxed) == 0
+            && now.saturating_sub(self.last_ms.load(Relaxed)) >= d.as_millis() as u64
+    }
+}
+
+/// The open connections of one listener.
+#[derive(Default)]
+struct OpenConnections {
+    next: AtomicU64,
+    all: Mutex<HashMap<u64, Arc<Conn>>>,
+}
+
+impl OpenConnections {
+    fn add(&self) -> Arc<Conn> {
+        let start = Instant::now();
+        let c = Arc::new(Conn {
+            id: self.next.fetch_add(1, Relaxed),
+            busy: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            start,
+            close: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
+        self.lock().insert(c.id, c.clone());
+        c
+    }
+
+    fn remove(&self, c: &Conn) {
+        self.lock().remove(&c.id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.all.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn close_all(&self) {
+        for c in self.lock().values() {
+            c.ask_to_close();
+        }
+    }
+
+    /// Every `idle_timeout / 4` (10 ms at least), asks the connections idle for
+    /// `idle_timeout` to close; at shutdown, asks them all.
+    async fn sweep(self: Arc<Self>, idle_timeout: Duration, mut shutdown: watch::Receiver<bool>) {
+        let step = (idle_timeout / 4).max(Duration::from_millis(10));
         loop {
-            tokio::time::sleep(step).await;
-            let idle_since = self.last_ms.load(Relaxed);
-            let now = self.start.elapsed().as_millis() as u64;
-            if self.busy.load(Relaxed) == 0
-                && now.saturating_sub(idle_since) >= d.as_millis() as u64
-            {
-                return;
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = stopped(&mut shutdown) => {
+                    self.close_all();
+                    return;
+                }
+            }
+            for c in self.lock().values() {
+                if c.idle_for(idle_timeout) {
+                    c.ask_to_close();
+                }
             }
         }
     }
