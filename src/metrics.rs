@@ -178,20 +178,20 @@ impl Metrics {
         self.requests[phase.index()].add(1);
         self.saved_ms.add(saved_ms);
         let route = route.unwrap_or("none");
-        let found = self.routes.load().get(route).cloned();
-        let stats = match found {
-            Some(s) => s,
-            None => {
-                self.routes.rcu(|m| {
-                    let mut m = HashMap::clone(m);
-                    m.entry(route.to_string()).or_default();
-                    m
-                });
-                match self.routes.load().get(route).cloned() {
-                    Some(s) => s,
-                    None => return,
-                }
-            }
+        // Known route (every request after the first): counted through the snapshot, with
+        // no reference count touched.
+        if let Some(stats) = self.routes.load().get(route) {
+            stats.requests[phase.index()].add(1);
+            stats.saved_ms.add(saved_ms);
+            return;
+        }
+        self.routes.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.entry(route.to_string()).or_default();
+            m
+        });
+        let Some(stats) = self.routes.load().get(route).cloned() else {
+            return;
         };
         stats.requests[phase.index()].add(1);
         stats.saved_ms.add(saved_ms);

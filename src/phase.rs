@@ -112,7 +112,8 @@ impl CacheStatus {
 
     /// The header value, e.g. `slate; hit; ttl=3512` or `slate; fwd=uri-miss; stored`.
     pub fn header(&self) -> HeaderValue {
-        let mut s = String::from("slate");
+        let mut s = String::with_capacity(64);
+        s.push_str("slate");
         if matches!(self.phase, Phase::Hit | Phase::Stale) && self.fwd.is_none() {
             s.push_str("; hit");
         }
@@ -134,7 +135,9 @@ impl CacheStatus {
         if let Some(d) = self.detail {
             let _ = write!(s, "; detail={d}");
         }
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("slate"))
+        // Handed over, not copied: one allocation per answer.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+            .unwrap_or_else(|_| HeaderValue::from_static("slate"))
     }
 }
 

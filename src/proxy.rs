@@ -77,7 +77,7 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
-    let cfg = shared.live.get();
+    let cfg = shared.live.guard();
     let head = req.method() == Method::HEAD;
     let route_idx = cfg
         .rules
@@ -127,7 +127,7 @@ pub async fn handle(
     let ours = status.header();
     let value = match resp
         .headers()
-        .get("cache-status")
+        .get(&CACHE_STATUS)
         .and_then(|v| v.to_str().ok())
     {
         Some(theirs) => {
@@ -136,8 +136,7 @@ pub async fn handle(
         }
         None => ours,
     };
-    resp.headers_mut()
-        .insert(HeaderName::from_static("cache-status"), value);
+    resp.headers_mut().insert(CACHE_STATUS, value);
     if head {
         if let ProxyBody::Full(Some(b)) = resp.body() {
             let len = HeaderValue::from(b.len());
@@ -149,6 +148,9 @@ pub async fn handle(
 }
 
 use http::HeaderName;
+
+/// RFC 9211 `Cache-Status`.
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// A client's `If-None-Match` / `If-Modified-Since`.
 struct Conditional {
@@ -338,6 +340,10 @@ enum Found {
 }
 
 async fn store_get(shared: &Shared, key: &str) -> Option<Arc<Entry>> {
+    // This thread's copy of a hot entry: no lookup to time (see `store::hot`).
+    if let Some(e) = shared.store.get_hot(key) {
+        return Some(e);
+    }
     let t = std::time::Instant::now();
     let r = shared.store.get(key).await;
     shared.metrics.store_latency.observe(t.elapsed());
@@ -370,12 +376,17 @@ async fn find(shared: &Shared, lookup: &Lookup) -> Result<Arc<Entry>, &'static s
         .ok_or("vary-miss")
 }
 
-fn classify(shared: &Shared, found: Result<Arc<Entry>, &'static str>, lookup: &Lookup) -> Found {
+/// How the entry found for `lookup` stands at `now` (ms, [`Clock::now_ms`]).
+fn classify_at(
+    shared: &Shared,
+    found: Result<Arc<Entry>, &'static str>,
+    lookup: &Lookup,
+    now: u64,
+) -> Found {
     let e = match found {
         Ok(e) => e,
         Err(why) => return Found::Miss(why),
     };
-    let now = shared.clock.now_ms();
     let verdict = shared.purges.table().verdict(&e);
     let must_revalidate = e.flags & entry::MUST_REVALIDATE != 0;
     let no_cache = e.flags & entry::NO_CACHE != 0;
@@ -415,6 +426,10 @@ fn classify(shared: &Shared, found: Result<Arc<Entry>, &'static str>, lookup: &L
     }
 }
 
+fn classify(shared: &Shared, found: Result<Arc<Entry>, &'static str>, lookup: &Lookup) -> Found {
+    classify_at(shared, found, lookup, shared.clock.now_ms())
+}
+
 /// Whether an expired entry may still answer for an origin failure now.
 fn usable_on_error(shared: &Shared, e: &Entry) -> bool {
     let ttl = e.ttl_ms(shared.clock.now_ms());
@@ -428,13 +443,23 @@ fn usable_on_error(shared: &Shared, e: &Entry) -> bool {
 /// A response built from an entry. `from_store`: it was served from the store (so it gets
 /// an `Age`), rather than just fetched.
 fn entry_response(shared: &Shared, e: &Entry, from_store: bool) -> Response<ProxyBody> {
+    entry_response_at(shared, e, from_store, shared.clock.now_ms())
+}
+
+/// [`entry_response`] at `now` (ms), for callers that read the clock already.
+fn entry_response_at(
+    shared: &Shared,
+    e: &Entry,
+    from_store: bool,
+    now: u64,
+) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::Full(Some(e.body.clone())));
     *r.status_mut() = e.status;
     *r.headers_mut() = e.headers.clone();
     // A response that is not new carries its age, also on a miss: an upstream cache's Age
     // must reach the next cache down (RFC 9111 §5.1).
     if from_store || e.initial_age_ms >= 1000 {
-        let age = e.age_ms(shared.clock.now_ms()) / 1000;
+        let age = e.age_ms(now) / 1000;
         r.headers_mut().insert(header::AGE, HeaderValue::from(age));
     }
     if from_store {
@@ -468,10 +493,12 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
     // or when the fill we waited for brought another variant than ours.
     for _ in 0..4 {
         let mut stale = None;
-        let fwd = match classify(shared, find(shared, &lookup).await, &lookup) {
+        // One clock read serves the whole hit: freshness, `ttl` and `Age` agree.
+        let now = shared.clock.now_ms();
+        let fwd = match classify_at(shared, find(shared, &lookup).await, &lookup, now) {
             Found::Fresh(e) => {
-                let s = CacheStatus::hit(e.ttl_ms(shared.clock.now_ms())).saved(e.fetch_ms);
-                return Ok((entry_response(shared, &e, true), s));
+                let s = CacheStatus::hit(e.ttl_ms(now)).saved(e.fetch_ms);
+                return Ok((entry_response_at(shared, &e, true, now), s));
             }
             Found::Revalidate(e, why) => {
                 refresh(shared, cfg, &lookup, Some(e.clone()));

@@ -29,6 +29,13 @@ impl Live {
         self.0.load_full()
     }
 
+    /// A snapshot for the length of one request: no reference count is touched (a shared
+    /// count would be written by every request on every core), unless the thread holds
+    /// many guards at once, when arc-swap falls back to a full `Arc` by itself.
+    pub fn guard(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.0.load()
+    }
+
     /// Swaps in a new, already validated config.
     pub fn set(&self, config: Config) {
         self.0.store(Arc::new(config));

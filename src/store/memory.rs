@@ -3,6 +3,7 @@
 //! Entries are kept decoded (`Arc<Entry>`), so a hit costs no decoding. moka's TinyLFU
 //! admission and LRU eviction keep the total weight under `memory_limit`.
 
+use super::hot::{self, HotCopies};
 use super::{Event, Store, StoreResult};
 use crate::entry::Entry;
 use crate::purge::{PurgeRecord, PurgeRequest};
@@ -37,6 +38,8 @@ impl Expiry<String, Value> for KeepFor {
 
 pub struct MemoryStore {
     cache: Cache<String, Value>,
+    /// Per-thread copies of the hottest entries, 1/32 of the bound per thread.
+    hot: HotCopies,
     log: Mutex<(u64, Vec<PurgeRecord>)>,
 }
 
@@ -52,6 +55,7 @@ impl MemoryStore {
             .build();
         MemoryStore {
             cache,
+            hot: HotCopies::new(limit / 32),
             log: Mutex::new((0, Vec::new())),
         }
     }
@@ -73,7 +77,23 @@ impl Store for MemoryStore {
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<Arc<Entry>>>> {
-        async move { Ok(self.cache.get(key).await.map(|v| v.entry)) }.boxed()
+        async move {
+            let stamp = self.hot.stamp(key);
+            let found = self.cache.get(key).await.map(|v| v.entry);
+            if let Some(e) = &found {
+                self.hot.keep(key, e, stamp);
+            }
+            Ok(found)
+        }
+        .boxed()
+    }
+
+    fn get_hot(&self, key: &str) -> Option<Arc<Entry>> {
+        match self.hot.get(key) {
+            hot::Found::Copy(e) => Some(e),
+            // Now and then a hit goes to the cache itself, so its LRU sees the entry.
+            hot::Found::CopyAndTouch(_) | hot::Found::Nothing => None,
+        }
     }
 
     fn put<'a>(
@@ -86,6 +106,7 @@ impl Store for MemoryStore {
             self.cache
                 .insert(key.to_string(), Value { entry, keep })
                 .await;
+            self.hot.bump(key);
             Ok(())
         }
         .boxed()
@@ -94,6 +115,7 @@ impl Store for MemoryStore {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             self.cache.invalidate(key).await;
+            self.hot.bump(key);
             Ok(())
         }
         .boxed()

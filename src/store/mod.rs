@@ -6,6 +6,7 @@
 //! what makes a prefix or tag purge one write instead of a walk over the keyspace (see
 //! [`crate::purge`]).
 
+pub mod hot;
 pub mod memory;
 pub mod redis;
 pub mod tiered;
@@ -40,6 +41,13 @@ pub trait Store: Send + Sync + 'static {
     /// The entry under `key`. An undecodable value (corrupt, foreign, older format) is a
     /// miss, not an error: the next fill overwrites it.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<Arc<Entry>>>>;
+
+    /// This thread's copy of the entry under `key`, when the store keeps per-thread copies
+    /// of hot entries ([`hot`]) and has a current one: answered at once, no future, no
+    /// lookup. `None` says nothing about the store: ask [`Store::get`].
+    fn get_hot(&self, _key: &str) -> Option<Arc<Entry>> {
+        None
+    }
 
     /// Stores `entry` under `key`, to be dropped by the store after `keep`.
     fn put<'a>(

@@ -7,6 +7,7 @@
 //! emptied, bypassed, and refilled once the subscription is back. Purges need no special
 //! care here: they are applied above the store, to L1 and Redis entries alike.
 
+use super::hot::{self, HotCopies};
 use super::{Event, Store, StoreResult};
 use crate::clock::Clock;
 use crate::entry::Entry;
@@ -65,6 +66,9 @@ pub struct TieredStore {
     generation: Arc<AtomicU64>,
     listener: tokio::task::AbortHandle,
     pub stats: Arc<L1Stats>,
+    /// Per-thread copies of the hottest L1 entries, 1/32 of the tier per thread; their
+    /// versions are bumped after every change to the tier.
+    hot: HotCopies,
 }
 
 impl Drop for TieredStore {
@@ -93,6 +97,7 @@ impl TieredStore {
         let id = format!("{:016x}", rand::random::<u64>());
         let trusted = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicU64::new(0));
+        let hot = HotCopies::new(limit / 32);
         let listener = match inner.events() {
             Some(rx) => {
                 // Subscribed first, then asked: a subscription that came up before we
@@ -106,6 +111,7 @@ impl TieredStore {
                     trusted: trusted.clone(),
                     generation: generation.clone(),
                     stats: stats.clone(),
+                    hot: hot.clone(),
                 };
                 tokio::spawn(l.run(rx)).abort_handle()
             }
@@ -119,6 +125,7 @@ impl TieredStore {
             generation,
             listener,
             stats,
+            hot,
         }
     }
 
@@ -149,12 +156,14 @@ struct Listener {
     trusted: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
     stats: Arc<L1Stats>,
+    hot: HotCopies,
 }
 
 impl Listener {
     fn flush(&self) {
         self.generation.fetch_add(1, Relaxed);
         self.l1.invalidate_all();
+        self.hot.flush();
         self.stats.flushes.add(1);
     }
 
@@ -164,6 +173,7 @@ impl Listener {
                 Ok(Event::Invalidate { from, key }) if from != self.id => {
                     self.generation.fetch_add(1, Relaxed);
                     self.l1.invalidate(&key).await;
+                    self.hot.bump(&key);
                     self.stats.invalidations.add(1);
                 }
                 Ok(Event::Resubscribed) => {
@@ -198,9 +208,11 @@ impl Store for TieredStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<Arc<Entry>>>> {
         async move {
             let trusted = self.trusted.load(Relaxed);
+            let stamp = self.hot.stamp(key);
             if trusted {
                 if let Some(e) = self.l1.get(key).await {
                     self.stats.hits.add(1);
+                    self.hot.keep(key, &e, stamp);
                     return Ok(Some(e));
                 }
                 self.stats.misses.add(1);
@@ -210,10 +222,25 @@ impl Store for TieredStore {
             let unchanged = self.generation.load(Relaxed) == generation;
             if let (true, true, Some(e)) = (trusted, unchanged, &found) {
                 self.l1.insert(key.to_string(), e.clone()).await;
+                self.hot.keep(key, e, stamp);
             }
             Ok(found)
         }
         .boxed()
+    }
+
+    fn get_hot(&self, key: &str) -> Option<Arc<Entry>> {
+        if !self.trusted.load(Relaxed) {
+            return None;
+        }
+        match self.hot.get(key) {
+            hot::Found::Copy(e) => {
+                self.stats.hits.add(1);
+                Some(e)
+            }
+            // Now and then a hit goes to the tier itself, so its LRU sees the entry.
+            hot::Found::CopyAndTouch(_) | hot::Found::Nothing => None,
+        }
     }
 
     fn put<'a>(
@@ -227,6 +254,7 @@ impl Store for TieredStore {
             if self.trusted.load(Relaxed) {
                 self.l1.insert(key.to_string(), entry).await;
             }
+            self.hot.bump(key);
             let ev = Event::Invalidate {
                 from: self.id.clone(),
                 key: key.to_string(),
@@ -240,7 +268,10 @@ impl Store for TieredStore {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             self.l1.invalidate(key).await;
-            self.inner.delete(key).await?;
+            let deleted = self.inner.delete(key).await;
+            // After the shared store changed: a copy made from a read before is dead.
+            self.hot.bump(key);
+            deleted?;
             let ev = Event::Invalidate {
                 from: self.id.clone(),
                 key: key.to_string(),
