@@ -405,16 +405,36 @@ URL_OF[overhead-slate]="${URL_OF[slate-pass]}"
 # ---------------------------------------------------------------- wrk rounds
 # run_wrk SYSTEM ROUND THREADS CONNECTIONS URL: writes one line to $TMP/last:
 #   system|round|requests/s|p50 ms|p99 ms|errors|% of the machine used by others meanwhile
+# server_pids SYSTEM: the processes that answer for SYSTEM (their children counted too),
+# with the redis-server for the rows that read Redis: its work is part of their answer.
+server_pids() {
+    case "$1" in
+    slate-l1 | slate-redis | redis-ceiling) echo "${PID_OF[$1]} ${PID_OF[redis]}" ;;
+    overhead-*) echo "" ;;
+    *) echo "${PID_OF[$1]}" ;;
+    esac
+}
+CLK_TCK="$(getconf CLK_TCK)"
+
 run_wrk() {
-    local sys="$1" round="$2" threads="$3" conns="$4" url="$5" raw before after stats
+    local sys="$1" round="$2" threads="$3" conns="$4" url="$5" raw before after stats pids t0=0 t1=0 cpu
     raw="$TMP/wrk-$sys-$round.txt"
+    pids="$(server_pids "$sys")"
     log "round $round: wrk -t$threads -c$conns -d$DURATION --latency $url   ($sys)"
     before="$(cpu_sample)"
+    # shellcheck disable=SC2086 # a list of pids
+    [[ -n "$pids" ]] && t0="$(python3 "$TOOLS" ticks $pids)"
     timeout $((DURATION_S + 60)) wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout 5s \
         --latency "$url" >"$raw" 2>&1 || die "wrk failed for $sys: $(cat "$raw")"
+    # shellcheck disable=SC2086
+    [[ -n "$pids" ]] && t1="$(python3 "$TOOLS" ticks $pids)"
     after="$(cpu_sample)"
     stats="$(wrk_stats "$raw")" || die "could not parse wrk output for $sys: $(cat "$raw")"
-    printf '%s|%s|%s|%s\n' "$sys" "$round" "$stats" "$(foreign_pct "$before" "$after")" >"$TMP/last"
+    # Server CPU per request (µs): what the system under test spent on each answer, which
+    # the shared cores do not blur the way requests/s are (wrk takes what the server leaves).
+    cpu="$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v rps="${stats%%|*}" -v s="$DURATION_S" \
+        'BEGIN { n = rps * s; printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')"
+    printf '%s|%s|%s|%s|%s\n' "$sys" "$round" "$stats" "$(foreign_pct "$before" "$after")" "$cpu" >"$TMP/last"
     sleep 1 # let the servers settle between runs
 }
 
@@ -487,7 +507,7 @@ done
 NGINX_PROCS="$(python3 "$TOOLS" tree "${PID_OF[nginx]}" | wc -l)"
 VARNISH_PROCS="$(python3 "$TOOLS" tree "${PID_OF[varnish]}" | wc -l)"
 
-# median SYSTEM FIELD (3 = rps, 4 = p50, 5 = p99, 6 = errors: summed)
+# median SYSTEM FIELD (3 = rps, 4 = p50, 5 = p99, 6 = errors: summed, 8 = server CPU µs/request)
 median() {
     awk -F'|' -v s="$1" -v f="$2" '$1 == s { v[++n] = $f; sum += $f }
         END {
@@ -497,8 +517,9 @@ median() {
             print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
         }' "$TMP/results"
 }
-declare -A RPS=() P50=() P99=() ERR=()
+declare -A RPS=() P50=() P99=() ERR=() CPU=()
 for sys in "${RUN_ORDER[@]}"; do
+    CPU[$sys]="$(median "$sys" 8)"
     RPS[$sys]="$(median "$sys" 3)"
     P50[$sys]="$(median "$sys" 4)"
     P99[$sys]="$(median "$sys" 5)"
@@ -710,18 +731,23 @@ done
     echo "Hits: \`GET $URL_PATH\` (one hot key, $BODY_SIZE-byte body, origin $SLOW_DELAY)," \
         "\`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\`, $ROUNDS interleaved rounds; medians."
     echo
-    echo "| system | what answers | requests/s | p50 ms | p99 ms | errors | RSS MiB |"
-    echo "|---|---|---:|---:|---:|---:|---:|"
+    echo "| system | what answers | requests/s | p50 ms | p99 ms | errors | server CPU µs/req | RSS MiB |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
     for sys in "${SYSTEMS[@]}"; do
         rss_note=""
         [[ "$sys" == nginx ]] && rss_note=" ($NGINX_PROCS procs)"
         [[ "$sys" == varnish ]] && rss_note=" ($VARNISH_PROCS procs)"
-        printf '| %s | %s | %.0f | %s | %s | %s | %.1f%s |\n' "${LABEL[$sys]}" "${WHAT[$sys]}" \
-            "${RPS[$sys]}" "$(fmt_ms "${P50[$sys]}")" "$(fmt_ms "${P99[$sys]}")" "${ERR[$sys]}" \
+        printf '| %s | %s | %.0f | %s | %s | %s | %.2f | %.1f%s |\n' "${LABEL[$sys]}" "${WHAT[$sys]}" \
+            "${RPS[$sys]}" "$(fmt_ms "${P50[$sys]}")" "$(fmt_ms "${P99[$sys]}")" "${ERR[$sys]}" "${CPU[$sys]}" \
             "$(awk -v k="${RSS_KB[$sys]}" 'BEGIN { print k / 1024 }')" "$rss_note"
     done
-    printf '| redis-server | the Redis of slate L1, slate redis and the redis ceiling | | | | | %.1f |\n' \
+    printf '| redis-server | the Redis of slate L1, slate redis and the redis ceiling | | | | | | %.1f |\n' \
         "$(awk -v k="${RSS_KB[redis]}" 'BEGIN { print k / 1024 }')"
+    echo
+    echo "Server CPU µs/req: the CPU time (user + system) the answering processes used during the run" \
+        "(nginx and Varnish: every process of theirs; the Redis-backed rows: with redis-server)," \
+        "divided by the requests answered; medians. wrk shares the two cores, so requests/s move with" \
+        "what the server leaves to wrk; this column is the server's own cost per answer."
     echo
     printf 'Hit checks, the second answer after one warming request:'
     for sys in slate-l1 slate-redis slate-memory nginx varnish; do

@@ -56,9 +56,14 @@ const WRITE_BYTES_PER_SEC: u64 = 10 << 20;
 /// A circuit breaker: after `TRIP_AFTER` consecutive failures the store is skipped for
 /// `OPEN_FOR`, so that no request waits on a dead or hung Redis; then one command probes it
 /// (half-open), and a success closes the circuit again.
+///
+/// Plain atomics, and while Redis answers, only reads: every Redis hit passes through here,
+/// and a lock or a write to a shared cache line per command would be paid on every core.
 pub struct Breaker {
     failures: std::sync::atomic::AtomicU32,
-    open_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// While open: until when, in ms since `base` (at least 1). 0: closed.
+    open_until_ms: std::sync::atomic::AtomicU64,
+    base: std::time::Instant,
 }
 
 const TRIP_AFTER: u32 = 3;
@@ -68,31 +73,46 @@ impl Breaker {
     fn new() -> Self {
         Breaker {
             failures: std::sync::atomic::AtomicU32::new(0),
-            open_until: std::sync::Mutex::new(None),
+            open_until_ms: std::sync::atomic::AtomicU64::new(0),
+            base: std::time::Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1: a deadline is never 0, which means "closed".
+        self.base.elapsed().as_millis() as u64 + 1
     }
 
     fn allow(&self) -> bool {
-        let mut g = self.open_until.lock().unwrap_or_else(|e| e.into_inner());
-        match *g {
-            Some(t) if std::time::Instant::now() < t => false,
-            Some(_) => {
-                // Half-open: this caller probes; the others keep skipping until it answers.
-                *g = Some(std::time::Instant::now() + OPEN_FOR);
-                true
-            }
-            None => true,
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let until = self.open_until_ms.load(Acquire);
+        if until == 0 {
+            return true;
         }
+        let now = self.now_ms();
+        if now < until {
+            return false;
+        }
+        // Half-open: the one caller that moves the deadline probes; the others keep
+        // skipping until it answers.
+        let next = now + OPEN_FOR.as_millis() as u64;
+        self.open_until_ms
+            .compare_exchange(until, next, AcqRel, Acquire)
+            .is_ok()
     }
 
     fn record<T>(&self, r: &StoreResult<T>) {
-        use std::sync::atomic::Ordering::Relaxed;
+        use std::sync::atomic::Ordering::{Relaxed, Release};
         match r {
             Ok(_) => {
-                if self.failures.swap(0, Relaxed) >= TRIP_AFTER {
+                // Healthy: two reads, no write.
+                if self.failures.load(Relaxed) != 0 && self.failures.swap(0, Relaxed) >= TRIP_AFTER
+                {
                     tracing::info!("store answering again; circuit closed");
                 }
-                *self.open_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                if self.open_until_ms.load(Relaxed) != 0 {
+                    self.open_until_ms.store(0, Release);
+                }
             }
             Err(_) => {
                 let n = self.failures.fetch_add(1, Relaxed) + 1;
@@ -102,8 +122,8 @@ impl Breaker {
                             "store failing; circuit open: requests skip it and go upstream"
                         );
                     }
-                    *self.open_until.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(std::time::Instant::now() + OPEN_FOR);
+                    let until = self.now_ms() + OPEN_FOR.as_millis() as u64;
+                    self.open_until_ms.store(until, Release);
                 }
             }
         }
@@ -111,10 +131,10 @@ impl Breaker {
 
     /// Whether the circuit is open now (the store is being skipped).
     pub fn is_open(&self) -> bool {
-        self.open_until
-            .lock()
-            .map(|g| g.is_some_and(|t| std::time::Instant::now() < t))
-            .unwrap_or(false)
+        let until = self
+            .open_until_ms
+            .load(std::sync::atomic::Ordering::Acquire);
+        until != 0 && self.now_ms() < until
     }
 }
 
