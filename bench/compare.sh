@@ -11,6 +11,7 @@
 #   varnish        varnishd -F, -s malloc,256m, beresp.ttl = 1h, own workdir in $TMP
 #   ceiling        slate demo-origin --delay 0ms: a bare hyper server, same bytes from memory
 #   redis ceiling  examples/redis_ceiling.rs: a bare hyper server doing one Redis GET a request
+#   raw ceiling    examples/raw_ceiling.rs: thread-per-core, no hyper, one write of prebuilt bytes
 # warms and checks each (200, the full body, the second answer a hit), then drives each with
 # wrk in interleaved rounds and reports medians; then measures the miss overhead, a cold
 # stampede of concurrent identical requests, a prefix purge over many entries, and RSS.
@@ -96,9 +97,10 @@ ensure_cmd curl curl
 ensure_cmd python3 python3
 ensure_cmd cc gcc # varnishd compiles its VCL with the C compiler
 
-build_slate --bin slate --example redis_ceiling --example counting_origin
+build_slate --bin slate --example redis_ceiling --example counting_origin --example raw_ceiling
 REDIS_CEILING_BIN="${REDIS_CEILING_BIN:-$(dirname "$SLATE_BIN")/examples/redis_ceiling}"
 COUNTING_ORIGIN_BIN="${COUNTING_ORIGIN_BIN:-$(dirname "$SLATE_BIN")/examples/counting_origin}"
+RAW_CEILING_BIN="${RAW_CEILING_BIN:-$(dirname "$SLATE_BIN")/examples/raw_ceiling}"
 for b in "$SLATE_BIN" "$REDIS_CEILING_BIN" "$COUNTING_ORIGIN_BIN"; do
     [[ -x "$b" ]] || die "binary not found or not executable: $b"
 done
@@ -137,6 +139,7 @@ free_port COUNT_PORT
 free_port FILL_PORT
 free_port REDIS_PORT
 free_port REDIS_CEILING_PORT
+free_port RAW_CEILING_PORT
 
 start_demo_origin origin "$SLOW_PORT" /__ready \
     "slow origin (demo-origin --delay $SLOW_DELAY --body-size $BODY_SIZE)" \
@@ -149,6 +152,10 @@ log "starting redis ceiling (examples/redis_ceiling) on 127.0.0.1:$REDIS_CEILING
 start redis-ceiling "$REDIS_CEILING_BIN" --listen "127.0.0.1:$REDIS_CEILING_PORT" \
     --redis "redis://127.0.0.1:$REDIS_PORT" --key "bench:redis-ceiling" --body-size "$BODY_SIZE"
 wait_http redis-ceiling "$LAST_PID" "http://127.0.0.1:$REDIS_CEILING_PORT/__ready"
+
+log "starting raw ceiling (examples/raw_ceiling) on 127.0.0.1:$RAW_CEILING_PORT"
+start raw-ceiling "$RAW_CEILING_BIN" --listen "127.0.0.1:$RAW_CEILING_PORT" --body-size "$BODY_SIZE"
+wait_http raw-ceiling "$LAST_PID" "http://127.0.0.1:$RAW_CEILING_PORT/__ready"
 
 # ---------------------------------------------------------------- slate instances
 # write_config NAME PROXY_PORT ADMIN_PORT UPSTREAM_URL NAMESPACE STORE_TOML RULES_TOML
@@ -194,6 +201,7 @@ URL_OF[slate-memory]="http://127.0.0.1:$LAST_PORT"
 start_slate slate-pass "http://127.0.0.1:$CEILING_PORT" bench-pass 'kind = "memory"' "$PASS_ALL"
 URL_OF[slate-pass]="http://127.0.0.1:$LAST_PORT"
 URL_OF[ceiling]="http://127.0.0.1:$CEILING_PORT"
+URL_OF[raw-ceiling]="http://127.0.0.1:$RAW_CEILING_PORT"
 URL_OF[redis-ceiling]="http://127.0.0.1:$REDIS_CEILING_PORT"
 
 # ---------------------------------------------------------------- nginx
@@ -362,7 +370,7 @@ check() {
     CHECK_MARKER="$marker"
 }
 
-SYSTEMS=(slate-l1 slate-redis slate-memory nginx varnish ceiling redis-ceiling)
+SYSTEMS=(slate-l1 slate-redis slate-memory nginx varnish ceiling redis-ceiling raw-ceiling)
 declare -A LABEL=(
     [slate-l1]="slate L1"
     [slate-redis]="slate redis"
@@ -370,6 +378,7 @@ declare -A LABEL=(
     [nginx]="nginx"
     [varnish]="varnish"
     [ceiling]="ceiling (hyper)"
+    [raw-ceiling]="raw ceiling"
     [redis-ceiling]="redis ceiling"
     [overhead-direct]="origin direct, 1 conn"
     [overhead-slate]="slate cache=false, 1 conn"
@@ -383,11 +392,12 @@ declare -A WHAT=(
     [varnish]='varnishd `-s malloc,256m`, `beresp.ttl = 1h`'
     [ceiling]='`slate demo-origin --delay 0ms`: hyper, same bytes from memory'
     [redis-ceiling]='`examples/redis_ceiling.rs`: hyper + one Redis GET'
+    [raw-ceiling]='`examples/raw_ceiling.rs`: thread-per-core, no hyper, one write of prebuilt bytes'
 )
 declare -A HIT_NOTE=()
 for sys in "${SYSTEMS[@]}"; do
     need=1
-    [[ "$sys" == ceiling || "$sys" == redis-ceiling ]] && need=0
+    [[ "$sys" == ceiling || "$sys" == redis-ceiling || "$sys" == raw-ceiling ]] && need=0
     check "$sys" "${URL_OF[$sys]}$URL_PATH" "$BODY_SIZE" 0
     first="$CHECK_MARKER"
     check "$sys" "${URL_OF[$sys]}$URL_PATH" "$BODY_SIZE" "$need"
@@ -691,6 +701,8 @@ FASTER_CACHE=nginx
 if awk -v a="${RPS[varnish]}" -v b="${RPS[nginx]}" 'BEGIN { exit !(a > b) }'; then FASTER_CACHE=varnish; fi
 R_L1_CACHE="$(ratio "${RPS[slate-l1]}" "${RPS[$FASTER_CACHE]}")"
 R_L1_CEIL="$(ratio "${RPS[slate-l1]}" "${RPS[ceiling]}")"
+R_RAW_CACHE="$(ratio "${RPS[raw-ceiling]}" "${RPS[$FASTER_CACHE]}")"
+R_L1_RAW="$(ratio "${RPS[slate-l1]}" "${RPS[raw-ceiling]}")"
 R_REDIS_NGINX="$(ratio "${RPS[slate-redis]}" "${RPS[nginx]}")"
 R_REDIS_CEIL="$(ratio "${RPS[slate-redis]}" "${RPS[redis-ceiling]}")"
 P99_DIFF="$(awk -v a="${P99[slate-l1]}" -v b="${P99[nginx]}" 'BEGIN { printf "%.2f", a - b }')"
@@ -764,6 +776,10 @@ done
     echo "| slate redis req/s ÷ nginx | ${R_REDIS_NGINX}x | ≥ 0.90x | $(verdict "$R_REDIS_NGINX" '>=' 0.9) |"
     echo "| slate redis req/s ÷ redis ceiling | ${R_REDIS_CEIL}x | ≥ 0.85x | $(verdict "$R_REDIS_CEIL" '>=' 0.85) |"
     echo "| miss overhead, p50 (below) | ${OVERHEAD} ms | < 1 ms | $(verdict "$OVERHEAD" '<=' 0.999) |"
+    echo
+    echo "For scale, not targets: the raw ceiling (no HTTP library, no cache, one write of prebuilt" \
+        "bytes) answers ${R_RAW_CACHE}x the requests/s of $FASTER_CACHE in this run: what any server can" \
+        "reach on these cores beside wrk. slate L1 answers ${R_L1_RAW}x the raw ceiling's requests/s."
     echo
     echo "Miss overhead: \`wrk -t1 -c1 -d$DURATION\`, slate with \`[[rules]] path = \"/\" cache = false\`" \
         "in front of the 0 ms origin, against that origin directly (medians of $ROUNDS rounds):"
