@@ -73,31 +73,31 @@ def cmd_cpu(args):
     # "others" below.
     busy = cpu[0] + cpu[1] + cpu[2]
     total = sum(cpu[:8])
-    ours = 0
-    for pid in _tree(args.root):
-        try:
-            fields = _stat_fields(pid)
-        except OSError:
-            continue
-        # fields 14-17 (utime stime cutime cstime) are rest[11:15]
-        ours += sum(int(x) for x in fields[11:15])
-    print(busy, total, ours)
+    # with the children's that were waited for (cutime, cstime): the whole run so far
+    print(busy, total, _ticks([args.root], waited_children=True))
 
 
-def cmd_ticks(args):
-    """CPU time (user + system, in clock ticks) of every process in the trees of the
-    given pids, so a run's CPU per request can be read from two samples."""
+def _ticks(roots, waited_children=False):
+    """CPU time in clock ticks of every process in the trees of `roots`: utime + stime
+    (fields 14-15, rest[11:13]), and with `waited_children` cutime + cstime (16-17)."""
+    end = 15 if waited_children else 13
     seen, total = set(), 0
-    for root in args.pids:
+    for root in roots:
         for pid in _tree(root):
             if pid in seen:
                 continue
             seen.add(pid)
             try:
-                total += sum(int(x) for x in _stat_fields(pid)[11:13])
+                total += sum(int(x) for x in _stat_fields(pid)[11:end])
             except (OSError, ValueError):
                 continue
-    print(total)
+    return total
+
+
+def cmd_ticks(args):
+    """CPU ticks of the trees of the given pids, so a run's CPU per request can be read
+    from two samples."""
+    print(_ticks(args.pids))
 
 
 def cmd_tree(args):

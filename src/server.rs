@@ -128,7 +128,7 @@ struct Conn {
     /// a busy one never (a client waiting 30 s for a report sends nothing, and that is
     /// not idleness).
     busy: AtomicUsize,
-    /// When the last request ended, in ms since `OpenConnections::start`.
+    /// When the last request ended, in ms since `start`.
     last_ms: AtomicU64,
     start: Instant,
     close: AtomicBool,

@@ -32,8 +32,8 @@ use std::sync::{Arc, Weak};
 /// few copies are dropped that did not need to be).
 pub const SHARDS: usize = 1024;
 
-/// One hit in this many on a copy also reads the tier behind, so that the tier's LRU and
-/// frequency sketch still see the entry as hot and do not evict it.
+/// One hit in this many on a copy goes to the tier behind instead ([`HotCopies::get`] says
+/// `None`), so that the tier's LRU and frequency sketch still see the entry as hot.
 pub const TOUCH_EVERY: u32 = 64;
 
 /// The versions of one instance's keys; shared by its threads (clones share them).
@@ -44,7 +44,6 @@ pub struct HotCopies {
 }
 
 struct Versions {
-    id: u64,
     shards: Box<[AtomicU64]>,
     epoch: AtomicU64,
 }
@@ -55,15 +54,6 @@ struct Versions {
 pub struct Stamp {
     version: u64,
     epoch: u64,
-}
-
-/// What a lookup in the thread's copies found.
-pub enum Found {
-    /// A current copy.
-    Copy(Arc<Entry>),
-    /// A current copy, but this hit should also read the tier (see [`TOUCH_EVERY`]).
-    CopyAndTouch(Arc<Entry>),
-    Nothing,
 }
 
 struct Slot {
@@ -131,10 +121,8 @@ fn shard_of(key: &str) -> usize {
 impl HotCopies {
     /// Copies of at most `budget` bytes per thread (0: none are made).
     pub fn new(budget: u64) -> Self {
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         HotCopies {
             inner: Arc::new(Versions {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 shards: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
                 epoch: AtomicU64::new(0),
             }),
@@ -142,46 +130,43 @@ impl HotCopies {
         }
     }
 
-    fn stamp_now(&self, key: &str) -> Stamp {
+    /// The versions of `key` now. Take it before reading the tier; file the copy under it
+    /// with [`HotCopies::keep`].
+    pub fn stamp(&self, key: &str) -> Stamp {
         Stamp {
             version: self.inner.shards[shard_of(key)].load(Ordering::Acquire),
             epoch: self.inner.epoch.load(Ordering::Acquire),
         }
     }
 
-    /// Take this before reading the tier; file the copy under it with [`HotCopies::keep`].
-    pub fn stamp(&self, key: &str) -> Stamp {
-        self.stamp_now(key)
-    }
-
-    /// The thread's current copy of `key`, if any.
-    pub fn get(&self, key: &str) -> Found {
+    /// The thread's current copy of `key`; `None` when there is none, and on every
+    /// [`TOUCH_EVERY`]-th hit of a copy (read the tier then).
+    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
         if self.budget == 0 {
-            return Found::Nothing;
+            return None;
         }
-        let now = self.stamp_now(key);
+        let now = self.stamp(key);
         self.with_table(|t| {
-            let Some(slot) = t.slots.get_mut(key) else {
-                return Found::Nothing;
-            };
+            let slot = t.slots.get_mut(key)?;
             if slot.stamp != now {
                 t.bytes -= slot.weight;
                 t.slots.remove(key);
-                return Found::Nothing;
+                return None;
             }
             slot.hits = slot.hits.wrapping_add(1);
-            if slot.hits % TOUCH_EVERY == 0 {
-                Found::CopyAndTouch(slot.entry.clone())
-            } else {
-                Found::Copy(slot.entry.clone())
-            }
+            (slot.hits % TOUCH_EVERY != 0).then(|| slot.entry.clone())
         })
     }
 
     /// Makes this thread's copy of `entry`, read from the tier under `stamp`.
     pub fn keep(&self, key: &str, entry: &Entry, stamp: Stamp) {
         let weight = entry.weight() as usize;
-        if self.budget == 0 || weight > self.budget / 4 || stamp != self.stamp_now(key) {
+        if self.budget == 0 || weight > self.budget / 4 || stamp != self.stamp(key) {
+            return;
+        }
+        // A copy filed under the same stamp is of the same value (nothing was written in
+        // between): keep it rather than copy the entry again (the touch hits land here).
+        if self.with_table(|t| t.slots.get(key).is_some_and(|s| s.stamp == stamp)) {
             return;
         }
         let copy = Arc::new(deep_copy(entry));
@@ -261,15 +246,6 @@ impl HotCopies {
     }
 }
 
-impl std::fmt::Debug for HotCopies {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HotCopies")
-            .field("id", &self.inner.id)
-            .field("budget", &self.budget)
-            .finish()
-    }
-}
-
 /// A copy that shares no reference-counted buffer with `e`: its body and header values
 /// are this thread's own.
 fn deep_copy(e: &Entry) -> Entry {
@@ -317,11 +293,9 @@ mod tests {
 
     const KEY: &str = "slate:v1:e:0123456789abcdef";
 
+    /// The thread's copy, looking past the touch hits.
     fn copy_of(h: &HotCopies, key: &str) -> Option<Arc<Entry>> {
-        match h.get(key) {
-            Found::Copy(e) | Found::CopyAndTouch(e) => Some(e),
-            Found::Nothing => None,
-        }
+        h.get(key).or_else(|| h.get(key))
     }
 
     #[test]
@@ -422,8 +396,15 @@ mod tests {
         let h = HotCopies::new(1 << 20);
         h.keep(KEY, &entry("a"), h.stamp(KEY));
         let touches = (0..TOUCH_EVERY * 3)
-            .filter(|_| matches!(h.get(KEY), Found::CopyAndTouch(_)))
+            .filter(|_| h.get(KEY).is_none())
             .count();
         assert_eq!(touches, 3);
+        // The touch reads the tier, which offers the same value again: the copy stays.
+        let before = copy_of(&h, KEY).unwrap();
+        h.keep(KEY, &entry("a"), h.stamp(KEY));
+        assert!(
+            Arc::ptr_eq(&before, &copy_of(&h, KEY).unwrap()),
+            "not copied again"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! Entries are kept decoded (`Arc<Entry>`), so a hit costs no decoding. moka's TinyLFU
 //! admission and LRU eviction keep the total weight under `memory_limit`.
 
-use super::hot::{self, HotCopies};
+use super::hot::HotCopies;
 use super::{Event, Store, StoreResult};
 use crate::entry::Entry;
 use crate::purge::{PurgeRecord, PurgeRequest};
@@ -89,11 +89,7 @@ impl Store for MemoryStore {
     }
 
     fn get_hot(&self, key: &str) -> Option<Arc<Entry>> {
-        match self.hot.get(key) {
-            hot::Found::Copy(e) => Some(e),
-            // Now and then a hit goes to the cache itself, so its LRU sees the entry.
-            hot::Found::CopyAndTouch(_) | hot::Found::Nothing => None,
-        }
+        self.hot.get(key)
     }
 
     fn put<'a>(

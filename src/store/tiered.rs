@@ -7,7 +7,7 @@
 //! emptied, bypassed, and refilled once the subscription is back. Purges need no special
 //! care here: they are applied above the store, to L1 and Redis entries alike.
 
-use super::hot::{self, HotCopies};
+use super::hot::HotCopies;
 use super::{Event, Store, StoreResult};
 use crate::clock::Clock;
 use crate::entry::Entry;
@@ -233,14 +233,9 @@ impl Store for TieredStore {
         if !self.trusted.load(Relaxed) {
             return None;
         }
-        match self.hot.get(key) {
-            hot::Found::Copy(e) => {
-                self.stats.hits.add(1);
-                Some(e)
-            }
-            // Now and then a hit goes to the tier itself, so its LRU sees the entry.
-            hot::Found::CopyAndTouch(_) | hot::Found::Nothing => None,
-        }
+        let e = self.hot.get(key)?;
+        self.stats.hits.add(1);
+        Some(e)
     }
 
     fn put<'a>(
