@@ -292,6 +292,14 @@ fn gauges(shared: &Shared, cfg: &Config) -> String {
             if l1.is_trusted() { 1.0 } else { 0.0 },
         ));
     }
+    if shared.store.shared() {
+        g.push((
+            "slate_store_reads_joined_total",
+            "counter",
+            "Store lookups answered by a read of the same key already in flight (no round trip of their own).",
+            shared.store.reads_joined() as f64,
+        ));
+    }
     g.push((
         "slate_fills_in_flight",
         "gauge",

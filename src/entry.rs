@@ -256,6 +256,35 @@ impl Reader {
 }
 
 #[cfg(test)]
+impl Entry {
+    /// A plain fresh 200 with `body` (also in header `x-report`), for unit tests.
+    pub(crate) fn with_body(body: &str) -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert(
+            "x-report",
+            HeaderValue::from_str(body).unwrap_or(HeaderValue::from_static("-")),
+        );
+        Entry {
+            status: StatusCode::OK,
+            flags: 0,
+            stored_at_ms: 1,
+            initial_age_ms: 0,
+            fresh_ms: 60_000,
+            swr_ms: 0,
+            sie_ms: 0,
+            purge_seq: 0,
+            fetch_ms: 5,
+            url: "/r".into(),
+            tags: vec!["t".into()],
+            vary: vec![],
+            headers,
+            body: Bytes::from(body.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -25,15 +25,8 @@ async fn three(store_toml: &str, l1: &str, origin: &Origin) -> Vec<Slate> {
 /// 300 concurrent identical cold requests over three instances: one upstream request.
 async fn stampede(slates: &[Slate], origin: &Origin, path: &str) {
     let c = client();
-    let tasks: Vec<_> = (0..300)
-        .map(|i| {
-            let (c, url) = (c.clone(), slates[i % 3].url(path));
-            tokio::spawn(async move { get(&c, &url).await })
-        })
-        .collect();
     let mut bodies = std::collections::HashSet::new();
-    for t in tasks {
-        let g = t.await.unwrap();
+    for g in get_all(&c, (0..300).map(|i| slates[i % 3].url(path))).await {
         assert_eq!(g.status, 200, "{}", g.text());
         bodies.insert(g.body);
     }
@@ -274,4 +267,56 @@ async fn redis_cluster_shares_entries_across_shards_and_purges_every_shard() {
     for s in slates {
         s.stop().await;
     }
+}
+
+/// Calls of `cmd` Redis has answered so far (`INFO commandstats`).
+fn redis_calls(redis: &RedisServer, cmd: &str) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Hits that arrive while a `GET` of their entry is on its way share that `GET`: Redis is
+/// held (`CLIENT PAUSE`) so that every lookup finds the first one still in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hits_arriving_together_share_one_redis_get() {
+    let redis = RedisServer::start();
+    let body = "r".repeat(20 << 10);
+    let b = body.clone();
+    let origin = Origin::start(move |_, _| Reply::ok(b.clone())).await;
+    let store = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"5s\"\n",
+        redis.url()
+    );
+    let s = slate_from(&config(&store, "0", ""), &origin.url()).await;
+    let c = client();
+    get(&c, &s.url("/together")).await;
+    assert!(get(&c, &s.url("/together"))
+        .await
+        .cache_status()
+        .contains("hit"));
+    let gets_before = redis_calls(&redis, "get");
+    let joined_before = s.instance.shared.store.reads_joined();
+
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]).trim(), "OK");
+    for g in get_all(&c, (0..50).map(|_| s.url("/together"))).await {
+        assert_eq!(g.status, 200);
+        assert!(g.cache_status().contains("hit"), "{}", g.cache_status());
+        assert_eq!(g.text(), body, "every hit has the whole report");
+    }
+    let gets = redis_calls(&redis, "get") - gets_before;
+    // One GET for the 50 lookups, and at most two of the purge sequence number (polled
+    // once a second).
+    assert!(
+        (1..=3).contains(&gets),
+        "{gets} GETs answered 50 simultaneous hits"
+    );
+    let joined = s.instance.shared.store.reads_joined() - joined_before;
+    assert_eq!(joined, 49, "49 lookups joined the first one's GET");
+    assert_eq!(origin.hits("/together"), 1);
+    s.stop().await;
 }

@@ -180,15 +180,8 @@ async fn hundred_concurrent_cold_requests_one_upstream(store: StoreUnderTest) {
     let slate = Slate::start(&origin.url(), &store, RULE).await;
     let c = client();
     let url = slate.url("/r/cold?q=1");
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let (c, url) = (c.clone(), url.clone());
-            tokio::spawn(async move { get(&c, &url).await })
-        })
-        .collect();
     let mut collapsed = 0;
-    for t in tasks {
-        let g = t.await.unwrap();
+    for g in get_all(&c, (0..100).map(|_| url.clone())).await {
         assert_eq!((g.status, g.text().as_str()), (200, "report #1"));
         if g.cache_status().contains("collapsed") {
             collapsed += 1;

@@ -127,14 +127,7 @@ async fn soft_purge_serves_stale_to_all_and_refreshes_once(store: StoreUnderTest
     )
     .await;
     assert_eq!(p.status, 200, "{}", p.text());
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (c, u) = (c.clone(), slate.url("/s/soft"));
-            tokio::spawn(async move { get(&c, &u).await })
-        })
-        .collect();
-    for t in tasks {
-        let g = t.await.unwrap();
+    for g in get_all(&c, (0..20).map(|_| slate.url("/s/soft"))).await {
         assert_eq!(g.text(), "v1", "stale copy served at once");
         assert!(
             g.cache_status().contains("detail=soft-purged"),

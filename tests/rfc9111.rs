@@ -1876,17 +1876,7 @@ fn age_of(g: &Got) -> u64 {
 /// `n` concurrent GETs of `pq`.
 async fn futures_join(t: &Env, pq: &str, n: usize) -> Vec<Got> {
     let url = t.slate.url(pq);
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let (c, url) = (t.c.clone(), url.clone());
-            tokio::spawn(async move { get(&c, &url).await })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for task in tasks {
-        out.push(task.await.unwrap());
-    }
-    out
+    get_all(&t.c, (0..n).map(|_| url.clone())).await
 }
 
 /// GETs `pq` every 50 ms until the body is `body` (at most 3 s).

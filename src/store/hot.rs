@@ -7,11 +7,10 @@
 //! request. A copy per thread keeps a hit on lines that thread alone writes, and answers
 //! it without a lookup future, the tier's lock-free map or its access recording.
 //!
-//! Why it is never staler than the tier behind it: every key has a version (one of
-//! [`SHARDS`] counters, chosen by the key's hash), which the tier bumps *after* every
-//! write, delete or invalidation of that key. A reader takes the version *before* it reads
-//! the tier and files its copy under it; a copy is served only while its version is still
-//! current. So a copy made from a value that was replaced meanwhile is dead on arrival. A
+//! Why it is never staler than the tier behind it: every key has a version
+//! ([`super::versions`]), which the tier bumps *after* every write, delete or invalidation
+//! of that key. A reader takes the version *before* it reads the tier and files its copy
+//! under it; a copy is served only while its version is still current. So a copy made from a value that was replaced meanwhile is dead on arrival. A
 //! flush (the tier was emptied: the invalidation stream was lost) bumps an epoch that
 //! every copy also carries. Purges need nothing here: they are applied above the store, to
 //! every entry however it was found.
@@ -21,16 +20,12 @@
 //! copies are refreshed from the tier now and then ([`TOUCH_EVERY`] hits) so that the
 //! tier's own eviction still sees what is hot.
 
+use super::versions::{KeyHash, Stamp, Versions};
 use crate::entry::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-
-/// Version counters per instance; keys share them by hash (a shared counter only means a
-/// few copies are dropped that did not need to be).
-pub const SHARDS: usize = 1024;
 
 /// One hit in this many on a copy goes to the tier behind instead ([`HotCopies::get`] says
 /// `None`), so that the tier's LRU and frequency sketch still see the entry as hot.
@@ -41,19 +36,6 @@ pub const TOUCH_EVERY: u32 = 64;
 pub struct HotCopies {
     inner: Arc<Versions>,
     budget: usize,
-}
-
-struct Versions {
-    shards: Box<[AtomicU64]>,
-    epoch: AtomicU64,
-}
-
-/// A read of the versions taken before reading the tier: what a copy made from that
-/// read is filed under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    version: u64,
-    epoch: u64,
 }
 
 struct Slot {
@@ -77,55 +59,15 @@ struct Table {
     bytes: usize,
 }
 
-/// Entry keys end in a blake3 hash in hex: hashing their last 16 characters is enough,
-/// and much cheaper than SipHash over the whole key.
-#[derive(Default, Clone, Copy)]
-struct KeyHash;
-
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl std::hash::BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &c in &bytes[bytes.len().saturating_sub(16)..] {
-            self.0 = (self.0 ^ c as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 thread_local! {
     static TABLES: RefCell<Vec<Table>> = const { RefCell::new(Vec::new()) };
-}
-
-fn shard_of(key: &str) -> usize {
-    // Entry keys end in a blake3 hash in hex: its last 8 characters are as good as a hash.
-    let b = key.as_bytes();
-    let tail = &b[b.len().saturating_sub(8)..];
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &c in tail {
-        h = (h ^ c as u64).wrapping_mul(0x0100_0000_01b3);
-    }
-    (h as usize) % SHARDS
 }
 
 impl HotCopies {
     /// Copies of at most `budget` bytes per thread (0: none are made).
     pub fn new(budget: u64) -> Self {
         HotCopies {
-            inner: Arc::new(Versions {
-                shards: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
-                epoch: AtomicU64::new(0),
-            }),
+            inner: Arc::new(Versions::default()),
             budget: budget.min(usize::MAX as u64) as usize,
         }
     }
@@ -133,10 +75,7 @@ impl HotCopies {
     /// The versions of `key` now. Take it before reading the tier; file the copy under it
     /// with [`HotCopies::keep`].
     pub fn stamp(&self, key: &str) -> Stamp {
-        Stamp {
-            version: self.inner.shards[shard_of(key)].load(Ordering::Acquire),
-            epoch: self.inner.epoch.load(Ordering::Acquire),
-        }
+        self.inner.stamp(key)
     }
 
     /// The thread's current copy of `key`; `None` when there is none, and on every
@@ -212,12 +151,12 @@ impl HotCopies {
     /// `key` was written, deleted or invalidated in the tier: every thread's copy is dead.
     /// Call it after the tier changed.
     pub fn bump(&self, key: &str) {
-        self.inner.shards[shard_of(key)].fetch_add(1, Ordering::AcqRel);
+        self.inner.bump(key)
     }
 
     /// The tier was emptied: every copy of this instance is dead.
     pub fn flush(&self) {
-        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+        self.inner.flush()
     }
 
     fn with_table<R>(&self, f: impl FnOnce(&mut Table) -> R) -> R {
@@ -267,28 +206,9 @@ fn deep_copy(e: &Entry) -> Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::StatusCode;
 
     fn entry(body: &str) -> Entry {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_static("application/json"));
-        headers.insert("x-report", HeaderValue::from_str(body).unwrap());
-        Entry {
-            status: StatusCode::OK,
-            flags: 0,
-            stored_at_ms: 1,
-            initial_age_ms: 0,
-            fresh_ms: 60_000,
-            swr_ms: 0,
-            sie_ms: 0,
-            purge_seq: 0,
-            fetch_ms: 5,
-            url: "/r".into(),
-            tags: vec!["t".into()],
-            vary: vec![],
-            headers,
-            body: bytes::Bytes::from(body.to_string()),
-        }
+        Entry::with_body(body)
     }
 
     const KEY: &str = "slate:v1:e:0123456789abcdef";

@@ -6,10 +6,12 @@
 //! what makes a prefix or tag purge one write instead of a walk over the keyspace (see
 //! [`crate::purge`]).
 
+pub mod flights;
 pub mod hot;
 pub mod memory;
 pub mod redis;
 pub mod tiered;
+pub mod versions;
 
 use crate::entry::Entry;
 use crate::purge::{PurgeRecord, PurgeRequest};
@@ -106,6 +108,12 @@ pub trait Store: Send + Sync + 'static {
     /// first and then asks this, so it cannot miss a `Resubscribed` sent just before.
     fn events_up(&self) -> bool {
         false
+    }
+
+    /// Lookups answered by another lookup of the same key already in flight, without a
+    /// round trip of their own ([`flights`]).
+    fn reads_joined(&self) -> u64 {
+        0
     }
 
     /// The in-process tier's counters, when this store has one.

@@ -9,6 +9,7 @@
 //! The connection (a `ConnectionManager`, or a cluster connection) reconnects on its own; a
 //! failed command is reported to the caller, which fails open (treats it as a miss).
 
+use super::flights::ReadFlights;
 use super::{Event, Store, StoreError, StoreResult};
 use crate::entry::Entry;
 use crate::purge::{PurgeRecord, PurgeRequest};
@@ -140,6 +141,8 @@ impl Breaker {
 
 pub struct RedisStore<C> {
     breaker: Breaker,
+    /// Lookups of one key in flight together share one `GET` ([`super::flights`]).
+    flights: Arc<ReadFlights>,
     conn: C,
     channel: String,
     events: broadcast::Sender<Event>,
@@ -231,6 +234,7 @@ async fn subscribe(
     channel: String,
     tx: broadcast::Sender<Event>,
     up: Arc<std::sync::atomic::AtomicBool>,
+    flights: Arc<ReadFlights>,
 ) {
     use futures_util::StreamExt;
     let mut i = 0usize;
@@ -241,6 +245,7 @@ async fn subscribe(
             Ok(Ok(mut ps)) => {
                 if ps.subscribe(&channel).await.is_ok() {
                     up.store(true, std::sync::atomic::Ordering::SeqCst);
+                    flights.flush();
                     let _ = tx.send(Event::Resubscribed);
                     let mut msgs = ps.on_message();
                     while let Some(m) = msgs.next().await {
@@ -248,11 +253,17 @@ async fn subscribe(
                             .ok()
                             .and_then(Event::decode)
                         {
+                            // Another instance stored or dropped something: reads sent
+                            // before now answer no lookup that starts after this event.
+                            if !matches!(e, Event::Purged { .. }) {
+                                flights.flush();
+                            }
                             let _ = tx.send(e);
                         }
                     }
                     tracing::warn!("store event subscription lost; reconnecting");
                     up.store(false, std::sync::atomic::Ordering::SeqCst);
+                    flights.flush();
                     let _ = tx.send(Event::Lost);
                 }
             }
@@ -272,13 +283,21 @@ impl<C> RedisStore<C> {
         let channel = format!("slate:{namespace}:events");
         let (events, _) = broadcast::channel(4096);
         let events_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flights = Arc::new(ReadFlights::default());
         let subscriber = if subs.is_empty() {
             tokio::spawn(async {}).abort_handle()
         } else {
-            let task = subscribe(subs, channel.clone(), events.clone(), events_up.clone());
+            let task = subscribe(
+                subs,
+                channel.clone(),
+                events.clone(),
+                events_up.clone(),
+                flights.clone(),
+            );
             tokio::spawn(task).abort_handle()
         };
         RedisStore {
+            flights,
             events_up,
             breaker: Breaker::new(),
             conn,
@@ -360,18 +379,26 @@ where
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<Arc<Entry>>>> {
         async move {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(key);
-            let raw: Option<Vec<u8>> = self.run(cmd).await?;
-            Ok(raw.and_then(|v| match Entry::decode(Bytes::from(v)) {
-                Ok(e) => Some(Arc::new(e)),
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "unusable entry in Redis; treating it as a miss");
-                    None
-                }
-            }))
+            self.flights
+                .read(key, || async {
+                    let mut cmd = redis::cmd("GET");
+                    cmd.arg(key);
+                    let raw: Option<Vec<u8>> = self.run(cmd).await?;
+                    Ok(raw.and_then(|v| match Entry::decode(Bytes::from(v)) {
+                        Ok(e) => Some(Arc::new(e)),
+                        Err(e) => {
+                            tracing::warn!(key, error = %e, "unusable entry in Redis; treating it as a miss");
+                            None
+                        }
+                    }))
+                })
+                .await
         }
         .boxed()
+    }
+
+    fn reads_joined(&self) -> u64 {
+        self.flights.joined.get()
     }
 
     fn put<'a>(
@@ -389,7 +416,10 @@ where
                 .arg(value.as_ref())
                 .arg("PX")
                 .arg(keep.as_millis().max(1) as u64);
-            self.run_for::<()>(cmd, timeout).await
+            let r = self.run_for::<()>(cmd, timeout).await;
+            // Written (or perhaps written, on a timeout): reads sent before are not joined.
+            self.flights.bump(key);
+            r
         }
         .boxed()
     }
@@ -398,7 +428,9 @@ where
         async move {
             let mut cmd = redis::cmd("DEL");
             cmd.arg(key);
-            self.run::<()>(cmd).await
+            let r = self.run::<()>(cmd).await;
+            self.flights.bump(key);
+            r
         }
         .boxed()
     }
@@ -474,6 +506,11 @@ where
                 .arg("PX")
                 .arg(lease.as_millis().max(1) as u64);
             let r: Option<String> = self.run(cmd).await?;
+            if r.is_some() {
+                // Whoever held it before may have stored the entry (or a variant) just
+                // now: the lookup that follows must not be answered by an older read.
+                self.flights.flush();
+            }
             Ok(r.is_some())
         }
         .boxed()

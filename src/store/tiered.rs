@@ -331,6 +331,10 @@ impl Store for TieredStore {
         self.inner.events_up()
     }
 
+    fn reads_joined(&self) -> u64 {
+        self.inner.reads_joined()
+    }
+
     fn l1(&self) -> Option<&TieredStore> {
         Some(self)
     }

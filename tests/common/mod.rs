@@ -410,6 +410,22 @@ pub async fn get(c: &HttpClient, url: &str) -> Got {
     send(c, "GET", url, &[], "").await
 }
 
+/// GETs every URL of `urls` at once (a task each); the answers in the same order.
+pub async fn get_all(c: &HttpClient, urls: impl IntoIterator<Item = String>) -> Vec<Got> {
+    let tasks: Vec<_> = urls
+        .into_iter()
+        .map(|url| {
+            let c = c.clone();
+            tokio::spawn(async move { get(&c, &url).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.expect("a GET task panicked"));
+    }
+    out
+}
+
 /// Like `on_both_stores!`, plus `cluster::name` on a fresh three-node Redis Cluster.
 #[macro_export]
 macro_rules! on_every_store {
