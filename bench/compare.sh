@@ -5,7 +5,8 @@
 # Starts, each on a free 127.0.0.1 port, in front of one slow origin (`slate demo-origin`,
 # 200 ms, 20 KiB body):
 #   slate L1       [store] kind = "redis", l1 = "64MiB"   (hits from the in-process tier)
-#   slate redis    [store] kind = "redis", l1 = "0"       (every hit is a Redis GET)
+#   slate redis    [store] kind = "redis", l1 = "0"       (every hit is a Redis lookup)
+#   slate redis, N URLs   the same instance, wrk spreading requests over SPREAD_KEYS URLs
 #   slate memory   [store] kind = "memory"
 #   nginx          proxy_cache + proxy_cache_lock, worker_processes auto, own prefix in $TMP
 #   varnish        varnishd -F, -s malloc,256m, beresp.ttl = 1h, own workdir in $TMP
@@ -24,6 +25,7 @@
 #   BODY_SIZE [20480]     body size of the origins, bytes
 #   STAMPEDE [1000]       concurrent identical requests of the cold-stampede test
 #   PURGE_ENTRIES [100000] entries written before the prefix purge
+#   SPREAD_KEYS [1000]    warmed URLs of the "slate redis, N URLs" row
 #   SKIP [""]             space-separated phases to skip: stampede purge
 #   WAIT_QUIET [0]        a wrk run during which processes outside the benchmark used 10% or
 #                         more of the machine is done again (twice at most), after waiting
@@ -48,6 +50,7 @@ CONNECTIONS="${CONNECTIONS:-64}"
 BODY_SIZE="${BODY_SIZE:-20480}"
 STAMPEDE="${STAMPEDE:-1000}"
 PURGE_ENTRIES="${PURGE_ENTRIES:-100000}"
+SPREAD_KEYS="${SPREAD_KEYS:-1000}"
 SKIP="${SKIP:-}"
 WAIT_QUIET="${WAIT_QUIET:-0}"
 KEEP_TMP="${KEEP_TMP:-0}"
@@ -370,10 +373,11 @@ check() {
     CHECK_MARKER="$marker"
 }
 
-SYSTEMS=(slate-l1 slate-redis slate-memory nginx varnish ceiling redis-ceiling raw-ceiling)
+SYSTEMS=(slate-l1 slate-redis slate-redis-spread slate-memory nginx varnish ceiling redis-ceiling raw-ceiling)
 declare -A LABEL=(
     [slate-l1]="slate L1"
     [slate-redis]="slate redis"
+    [slate-redis-spread]="slate redis, $SPREAD_KEYS URLs"
     [slate-memory]="slate memory"
     [nginx]="nginx"
     [varnish]="varnish"
@@ -386,7 +390,8 @@ declare -A LABEL=(
 # shellcheck disable=SC2016 # backquotes are Markdown here
 declare -A WHAT=(
     [slate-l1]='slate, `kind = "redis"`, `l1 = "64MiB"`: hits from the in-process tier'
-    [slate-redis]='slate, `kind = "redis"`, `l1 = "0"`: every hit a Redis GET'
+    [slate-redis]='slate, `kind = "redis"`, `l1 = "0"`: every hit a Redis lookup (lookups in flight together share one GET)'
+    [slate-redis-spread]="the slate redis instance, wrk asking for $SPREAD_KEYS warmed URLs at random (bench/spread.lua): lookups rarely meet"
     [slate-memory]='slate, `kind = "memory"`'
     [nginx]='nginx `proxy_cache` + `proxy_cache_lock`, `worker_processes auto`'
     [varnish]='varnishd `-s malloc,256m`, `beresp.ttl = 1h`'
@@ -394,6 +399,10 @@ declare -A WHAT=(
     [redis-ceiling]='`examples/redis_ceiling.rs`: hyper + one Redis GET'
     [raw-ceiling]='`examples/raw_ceiling.rs`: thread-per-core, no hyper, one write of prebuilt bytes'
 )
+URL_OF[slate-redis-spread]="${URL_OF[slate-redis]}"
+log "warming $SPREAD_KEYS URLs /report?id=N on slate-redis"
+seq 1 "$SPREAD_KEYS" | xargs -P 64 -I{} curl -fsS -o /dev/null --max-time 30 \
+    "${URL_OF[slate-redis]}/report?id={}" || die "warming the $SPREAD_KEYS URLs failed"
 declare -A HIT_NOTE=()
 for sys in "${SYSTEMS[@]}"; do
     need=1
@@ -413,29 +422,39 @@ URL_OF[overhead-direct]="${URL_OF[ceiling]}"
 URL_OF[overhead-slate]="${URL_OF[slate-pass]}"
 
 # ---------------------------------------------------------------- wrk rounds
-# run_wrk SYSTEM ROUND THREADS CONNECTIONS URL: writes one line to $TMP/last:
-#   system|round|requests/s|p50 ms|p99 ms|errors|% of the machine used by others meanwhile
+# run_wrk SYSTEM ROUND THREADS CONNECTIONS URL [WRK ARGS...]: writes one line to $TMP/last:
+#   system|round|requests/s|p50 ms|p99 ms|errors|% of the machine used by others meanwhile|
+#   server CPU µs/request|Redis GETs per request (for the rows that read Redis)
 # server_pids SYSTEM: the processes that answer for SYSTEM (their children counted too),
 # with the redis-server for the rows that read Redis: its work is part of their answer.
 server_pids() {
     case "$1" in
     slate-l1 | slate-redis | redis-ceiling) echo "${PID_OF[$1]} ${PID_OF[redis]}" ;;
+    slate-redis-spread) echo "${PID_OF[slate-redis]} ${PID_OF[redis]}" ;;
     overhead-*) echo "" ;;
     *) echo "${PID_OF[$1]}" ;;
     esac
 }
 CLK_TCK="$(getconf CLK_TCK)"
+redis_gets() { # GET commands the bench's redis-server has answered so far
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" INFO commandstats |
+        sed -n 's/^cmdstat_get:calls=\([0-9]*\),.*/\1/p' | head -n 1
+}
 
 run_wrk() {
     local sys="$1" round="$2" threads="$3" conns="$4" url="$5" raw before after stats pids t0=0 t1=0 cpu
+    local g0="" g1="" gets="-"
+    shift 5
     raw="$TMP/wrk-$sys-$round.txt"
     pids="$(server_pids "$sys")"
     log "round $round: wrk -t$threads -c$conns -d$DURATION --latency $url   ($sys)"
     before="$(cpu_sample)"
     # shellcheck disable=SC2086 # a list of pids
     [[ -n "$pids" ]] && t0="$(python3 "$TOOLS" ticks $pids)"
+    [[ "$pids" == *" ${PID_OF[redis]}" ]] && g0="$(redis_gets)"
     timeout $((DURATION_S + 60)) wrk -t"$threads" -c"$conns" -d"$DURATION" --timeout 5s \
-        --latency "$url" >"$raw" 2>&1 || die "wrk failed for $sys: $(cat "$raw")"
+        --latency "$url" "$@" >"$raw" 2>&1 || die "wrk failed for $sys: $(cat "$raw")"
+    [[ -n "$g0" ]] && g1="$(redis_gets)"
     # shellcheck disable=SC2086
     [[ -n "$pids" ]] && t1="$(python3 "$TOOLS" ticks $pids)"
     after="$(cpu_sample)"
@@ -444,7 +463,10 @@ run_wrk() {
     # the shared cores do not blur the way requests/s are (wrk takes what the server leaves).
     cpu="$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v rps="${stats%%|*}" -v s="$DURATION_S" \
         'BEGIN { n = rps * s; printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')"
-    printf '%s|%s|%s|%s|%s\n' "$sys" "$round" "$stats" "$(foreign_pct "$before" "$after")" "$cpu" >"$TMP/last"
+    # Redis GETs per answer: how many lookups each GET served (redis-server counts them).
+    [[ -n "$g1" ]] && gets="$(awk -v d="$((g1 - g0))" -v rps="${stats%%|*}" -v s="$DURATION_S" \
+        'BEGIN { n = rps * s; printf "%.3f", (n > 0 ? d / n : 0) }')"
+    printf '%s|%s|%s|%s|%s|%s\n' "$sys" "$round" "$stats" "$(foreign_pct "$before" "$after")" "$cpu" "$gets" >"$TMP/last"
     sleep 1 # let the servers settle between runs
 }
 
@@ -479,6 +501,8 @@ measure() {
         ((attempt == 1)) || wait_quiet
         case "$sys" in
         overhead-*) run_wrk "$sys" "$round" 1 1 "${URL_OF[$sys]}$URL_PATH" ;;
+        slate-redis-spread) run_wrk "$sys" "$round" "$THREADS" "$CONNECTIONS" "${URL_OF[$sys]}" \
+            -s "$REPO/bench/spread.lua" -- "$SPREAD_KEYS" ;;
         *) run_wrk "$sys" "$round" "$THREADS" "$CONNECTIONS" "${URL_OF[$sys]}$URL_PATH" ;;
         esac
         f="$(cut -d'|' -f7 "$TMP/last")"
@@ -512,24 +536,27 @@ done
 # RSS after the runs, before the other tests start more servers.
 declare -A RSS_KB=()
 for sys in "${SYSTEMS[@]}" redis; do
+    [[ "$sys" == slate-redis-spread ]] && continue # the slate redis process
     RSS_KB[$sys]="$(python3 "$TOOLS" rss "${PID_OF[$sys]}")"
 done
 NGINX_PROCS="$(python3 "$TOOLS" tree "${PID_OF[nginx]}" | wc -l)"
 VARNISH_PROCS="$(python3 "$TOOLS" tree "${PID_OF[varnish]}" | wc -l)"
 
-# median SYSTEM FIELD (3 = rps, 4 = p50, 5 = p99, 6 = errors: summed, 8 = server CPU µs/request)
+# median SYSTEM FIELD (3 = rps, 4 = p50, 5 = p99, 6 = errors: summed, 8 = server CPU µs/request,
+# 9 = Redis GETs per request, "-" where Redis is not read)
 median() {
     awk -F'|' -v s="$1" -v f="$2" '$1 == s { v[++n] = $f; sum += $f }
         END {
-            if (n == 0) { print "nan"; exit }
+            if (n == 0 || v[1] == "-") { print (n ? "-" : "nan"); exit }
             if (f == 6) { print sum; exit }
             for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
             print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
         }' "$TMP/results"
 }
-declare -A RPS=() P50=() P99=() ERR=() CPU=()
+declare -A RPS=() P50=() P99=() ERR=() CPU=() GETS=()
 for sys in "${RUN_ORDER[@]}"; do
     CPU[$sys]="$(median "$sys" 8)"
+    GETS[$sys]="$(median "$sys" 9)"
     RPS[$sys]="$(median "$sys" 3)"
     P50[$sys]="$(median "$sys" 4)"
     P99[$sys]="$(median "$sys" 5)"
@@ -705,6 +732,8 @@ R_RAW_CACHE="$(ratio "${RPS[raw-ceiling]}" "${RPS[$FASTER_CACHE]}")"
 R_L1_RAW="$(ratio "${RPS[slate-l1]}" "${RPS[raw-ceiling]}")"
 R_REDIS_NGINX="$(ratio "${RPS[slate-redis]}" "${RPS[nginx]}")"
 R_REDIS_CEIL="$(ratio "${RPS[slate-redis]}" "${RPS[redis-ceiling]}")"
+R_SPREAD_NGINX="$(ratio "${RPS[slate-redis-spread]}" "${RPS[nginx]}")"
+R_SPREAD_CEIL="$(ratio "${RPS[slate-redis-spread]}" "${RPS[redis-ceiling]}")"
 P99_DIFF="$(awk -v a="${P99[slate-l1]}" -v b="${P99[nginx]}" 'BEGIN { printf "%.2f", a - b }')"
 OVERHEAD="$(awk -v a="${P50[overhead-slate]}" -v b="${P50[overhead-direct]}" 'BEGIN { printf "%.3f", a - b }')"
 FOREIGN_MAX="$(awk -F'|' '$7 > m { m = $7 } END { print m + 0 }' "$TMP/results")"
@@ -718,7 +747,7 @@ if [[ -n "${SLATE_BIN_GIVEN:-}" ]]; then
 fi
 # The command that reproduces this run: the settings that differ from the defaults.
 REPRO=""
-for v in DURATION=10s ROUNDS=3 THREADS=2 CONNECTIONS=64 BODY_SIZE=20480 STAMPEDE=1000 PURGE_ENTRIES=100000 SKIP= WAIT_QUIET=0; do
+for v in DURATION=10s ROUNDS=3 THREADS=2 CONNECTIONS=64 BODY_SIZE=20480 STAMPEDE=1000 PURGE_ENTRIES=100000 SPREAD_KEYS=1000 SKIP= WAIT_QUIET=0; do
     name="${v%%=*}"
     [[ "${!name}" == "${v#*=}" ]] || REPRO+="$name=${!name@Q} "
 done
@@ -743,23 +772,27 @@ done
     echo "Hits: \`GET $URL_PATH\` (one hot key, $BODY_SIZE-byte body, origin $SLOW_DELAY)," \
         "\`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\`, $ROUNDS interleaved rounds; medians."
     echo
-    echo "| system | what answers | requests/s | p50 ms | p99 ms | errors | server CPU µs/req | RSS MiB |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    echo "| system | what answers | requests/s | p50 ms | p99 ms | errors | server CPU µs/req | Redis GETs/req | RSS MiB |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
     for sys in "${SYSTEMS[@]}"; do
         rss_note=""
         [[ "$sys" == nginx ]] && rss_note=" ($NGINX_PROCS procs)"
         [[ "$sys" == varnish ]] && rss_note=" ($VARNISH_PROCS procs)"
-        printf '| %s | %s | %.0f | %s | %s | %s | %.2f | %.1f%s |\n' "${LABEL[$sys]}" "${WHAT[$sys]}" \
+        rss="$(awk -v k="${RSS_KB[$sys]:-}" 'BEGIN { print k / 1024 }')"
+        [[ "$sys" == slate-redis-spread ]] && rss="(slate redis)"
+        printf '| %s | %s | %.0f | %s | %s | %s | %.2f | %s | %s%s |\n' "${LABEL[$sys]}" "${WHAT[$sys]}" \
             "${RPS[$sys]}" "$(fmt_ms "${P50[$sys]}")" "$(fmt_ms "${P99[$sys]}")" "${ERR[$sys]}" "${CPU[$sys]}" \
-            "$(awk -v k="${RSS_KB[$sys]}" 'BEGIN { print k / 1024 }')" "$rss_note"
+            "${GETS[$sys]}" "$rss" "$rss_note"
     done
-    printf '| redis-server | the Redis of slate L1, slate redis and the redis ceiling | | | | | | %.1f |\n' \
+    printf '| redis-server | the Redis of slate L1, slate redis and the redis ceiling | | | | | | | %.1f |\n' \
         "$(awk -v k="${RSS_KB[redis]}" 'BEGIN { print k / 1024 }')"
     echo
     echo "Server CPU µs/req: the CPU time (user + system) the answering processes used during the run" \
         "(nginx and Varnish: every process of theirs; the Redis-backed rows: with redis-server)," \
         "divided by the requests answered; medians. wrk shares the two cores, so requests/s move with" \
-        "what the server leaves to wrk; this column is the server's own cost per answer."
+        "what the server leaves to wrk; this column is the server's own cost per answer." \
+        "Redis GETs/req: the GET commands redis-server answered during the run (\`INFO commandstats\`)," \
+        "divided by the requests answered."
     echo
     printf 'Hit checks, the second answer after one warming request:'
     for sys in slate-l1 slate-redis slate-memory nginx varnish; do
@@ -775,6 +808,8 @@ done
     echo "| slate L1 p99 − nginx p99 | ${P99_DIFF} ms | ≤ 0 | $(verdict "$P99_DIFF" '<=' 0) |"
     echo "| slate redis req/s ÷ nginx | ${R_REDIS_NGINX}x | ≥ 0.90x | $(verdict "$R_REDIS_NGINX" '>=' 0.9) |"
     echo "| slate redis req/s ÷ redis ceiling | ${R_REDIS_CEIL}x | ≥ 0.85x | $(verdict "$R_REDIS_CEIL" '>=' 0.85) |"
+    echo "| slate redis, $SPREAD_KEYS URLs, req/s ÷ nginx (one GET per hit; not a target row) | ${R_SPREAD_NGINX}x | ≥ 0.90x | $(verdict "$R_SPREAD_NGINX" '>=' 0.9) |"
+    echo "| slate redis, $SPREAD_KEYS URLs, req/s ÷ redis ceiling (not a target row) | ${R_SPREAD_CEIL}x | ≥ 0.85x | $(verdict "$R_SPREAD_CEIL" '>=' 0.85) |"
     echo "| miss overhead, p50 (below) | ${OVERHEAD} ms | < 1 ms | $(verdict "$OVERHEAD" '<=' 0.999) |"
     echo
     echo "For scale, not targets: the raw ceiling (no HTTP library, no cache, one write of prebuilt" \
