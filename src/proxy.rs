@@ -584,7 +584,10 @@ async fn serve_cached(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -
                 } else {
                     entry.status.as_u16()
                 });
-                return Ok((entry_response(shared, entry, *revalidated), s));
+                // A waiter's answer was not made for its request: it carries Age (RFC 9111
+                // §5.1), like a hit; so does a revalidated entry.
+                let not_new = *revalidated || phase == Phase::Collapsed;
+                return Ok((entry_response(shared, entry, not_new), s));
             }
             Outcome::Failed(err) => {
                 if let Some(s) = stale.as_ref().filter(|s| usable_on_error(shared, s)) {

@@ -185,6 +185,7 @@ async fn hundred_concurrent_cold_requests_one_upstream(store: StoreUnderTest) {
         assert_eq!((g.status, g.text().as_str()), (200, "report #1"));
         if g.cache_status().contains("collapsed") {
             collapsed += 1;
+            assert!(!g.header("age").is_empty(), "a waiter's answer carries Age");
         }
     }
     assert_eq!(
