@@ -17,8 +17,9 @@
 //! has arrived, no lookup is answered by a read sent before it. A write by another
 //! instance not announced yet may be missed, exactly as by a read sent a moment earlier.
 //!
-//! A read whose leader is dropped before the answer (its client hung up) leaves its waiters
-//! to read for themselves, like a dangling permit in [`crate::coalesce`].
+//! A read whose leader is dropped before the answer (its client hung up) is abandoned, like
+//! a dangling permit in [`crate::coalesce`]: its waiters look again, and the first of them
+//! sends the next read, which the others join.
 
 use super::versions::{KeyHash, Stamp, Versions};
 use super::StoreResult;
@@ -70,52 +71,50 @@ impl ReadFlights {
     where
         F: Future<Output = Answer>,
     {
-        let stamp = self.versions.stamp(key);
         let table = self.table(key);
-        let joined = {
-            let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
-            match t.get(key) {
-                Some(f) if f.stamp == stamp => Ok(f.clone()),
-                _ => {
-                    // None, or one sent before a write: ours takes its place.
-                    let f = Arc::new(Flight {
-                        stamp,
-                        answer: OnceLock::new(),
-                        done: Notify::new(),
-                    });
-                    t.insert(key.into(), f.clone());
-                    Err(f)
-                }
-            }
-        };
-        match joined {
-            Ok(f) => {
-                let done = f.done.notified();
-                tokio::pin!(done);
-                // Registered before looking, so the leader's wake-up cannot slip between.
-                done.as_mut().enable();
-                if f.answer.get().is_none() {
-                    done.await;
-                }
-                match f.answer.get() {
-                    Some(Some(answer)) => {
-                        self.joined.add(1);
-                        answer.clone()
+        loop {
+            let stamp = self.versions.stamp(key);
+            let joined = {
+                let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+                match t.get(key) {
+                    Some(f) if f.stamp == stamp => Ok(f.clone()),
+                    _ => {
+                        // None, or one sent before a write: ours takes its place.
+                        let f = Arc::new(Flight {
+                            stamp,
+                            answer: OnceLock::new(),
+                            done: Notify::new(),
+                        });
+                        t.insert(key.into(), f.clone());
+                        Err(f)
                     }
-                    // The leader was dropped: read for ourselves.
-                    _ => read().await,
                 }
+            };
+            let f = match joined {
+                Ok(f) => f,
+                Err(f) => {
+                    let lead = Lead {
+                        table,
+                        key,
+                        flight: f,
+                    };
+                    let answer = read().await;
+                    lead.finish(Some(answer.clone()));
+                    return answer;
+                }
+            };
+            let done = f.done.notified();
+            tokio::pin!(done);
+            // Registered before looking, so the leader's wake-up cannot slip between.
+            done.as_mut().enable();
+            if f.answer.get().is_none() {
+                done.await;
             }
-            Err(f) => {
-                let lead = Lead {
-                    table,
-                    key,
-                    flight: f,
-                };
-                let answer = read().await;
-                lead.finish(Some(answer.clone()));
-                answer
+            if let Some(Some(answer)) = f.answer.get() {
+                self.joined.add(1);
+                return answer.clone();
             }
+            // The leader was dropped (it left the table first): look again.
         }
     }
 
@@ -289,21 +288,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn waiters_of_a_dropped_leader_read_for_themselves() {
+    async fn when_the_leader_is_dropped_one_waiter_reads_for_all() {
         let b = Bench::default();
         let (_never, leader) = b.lookup(KEY);
         b.settle().await;
-        let (tx, waiter) = b.lookup(KEY);
+        let (tx1, w1) = b.lookup(KEY);
+        let (tx2, w2) = b.lookup(KEY);
         b.settle().await;
-        assert_eq!(b.reads(), 1, "the waiter joined the leader's read");
+        assert_eq!(b.reads(), 1, "the waiters joined the leader's read");
         // The leader's client hangs up.
         leader.abort();
         let _ = leader.await;
         b.settle().await;
-        tx.send("own").unwrap();
-        assert_eq!(body(waiter).await, "own");
+        assert_eq!(b.reads(), 2, "one waiter took over, the other joined it");
+        // Whichever took over answers both.
+        let _ = tx1.send("again");
+        let _ = tx2.send("again");
+        assert_eq!(body(w1).await, "again");
+        assert_eq!(body(w2).await, "again");
         assert_eq!(b.reads(), 2);
-        assert_eq!(b.f.joined.get(), 0);
+        assert_eq!(b.f.joined.get(), 1);
         assert_eq!(b.f.in_flight(), 0);
     }
 
