@@ -65,6 +65,8 @@ pub struct Instance {
 impl Instance {
     /// Connects the store named by `config` and loads the purge log.
     pub async fn start(config: Config, clock: Clock) -> Result<Instance, StartError> {
+        // Read once: the store names its purge log and event channel after the namespace,
+        // so a reload keeps it (see `Live::reload`) and only a restart changes it.
         let ns = config.cache.namespace.clone();
         let timeout = config.store.timeout;
         let store: Arc<dyn Store> = match &config.store.kind {

@@ -260,17 +260,63 @@ async fn warm_urls_fetched_before_anyone_asks(store: StoreUnderTest) {
     slate.stop().await;
 }
 
-async fn namespace_change_empties_the_cache(store: StoreUnderTest) {
+/// `cache.namespace` is read when the store connects (its purge-log keys and event channel
+/// are named after it), so a reload keeps the running namespace and only a restart drops
+/// every entry at once.
+async fn namespace_change_needs_a_restart_then_empties_the_cache(store: StoreUnderTest) {
     let origin = Origin::start(|_, n| Reply::ok(format!("v{n}"))).await;
-    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let base = format!(
+        "[upstream]\nurl = \"{}\"\n{}{RULES}",
+        origin.url(),
+        store.toml()
+    );
+    let slate = slate_from(&base, &origin.url()).await;
     let c = client();
     fill(&c, &slate, &["/s/ns"]).await;
+
+    // A reload that changes the namespace: the running one stays, entries stay reachable,
+    // and purges still reach them.
+    let dir = TempDir::new("ns");
+    let path = dir.0.join("config.toml");
+    let v2 = format!("{base}[cache]\nnamespace = \"v2\"\n");
+    std::fs::write(&path, &v2).unwrap();
     let live = &slate.instance.shared.live;
-    let mut cfg = (*live.get()).clone();
-    cfg.cache.namespace = "v2".into();
-    live.set(cfg);
+    assert!(
+        live.reload(&path).unwrap(),
+        "the rest of the file is swapped in"
+    );
+    assert_eq!(live.get().cache.namespace, "v1", "kept until a restart");
+    assert!(
+        hit(&c, &slate, "/s/ns").await,
+        "old entries still reachable"
+    );
+    assert_eq!(
+        send(&c, "PURGE", &slate.url("/s/*"), &[], "").await.status,
+        200
+    );
+    assert_eq!(get(&c, &slate.url("/s/ns")).await.text(), "v2", "purged");
+    assert!(hit(&c, &slate, "/s/ns").await);
+
+    // A restart on the same store under the new namespace: nothing old is reachable.
+    let cfg = slate::config::Config::parse("v2.toml", &v2).unwrap();
+    let shared_store = slate.instance.shared.store.clone();
+    slate.stop().await;
+    let clock = slate::clock::Clock::system();
+    let instance = match store {
+        // The memory store lives in the process: hand the same one to the new instance.
+        StoreUnderTest::Memory => {
+            slate::Instance::with_store(cfg, clock.clone(), shared_store).await
+        }
+        _ => slate::Instance::start(cfg, clock.clone()).await.unwrap(),
+    };
+    let slate = Slate::serve(instance, clock).await;
     let g = get(&c, &slate.url("/s/ns")).await;
-    assert_eq!(g.text(), "v2", "old entries unreachable at once");
+    assert_eq!(g.text(), "v3", "old entries unreachable after the restart");
+    assert!(
+        g.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        g.cache_status()
+    );
     slate.stop().await;
 }
 
@@ -280,5 +326,5 @@ on_every_store!(
     purge_during_fill_is_not_undone,
     admin_api_forms,
     warm_urls_fetched_before_anyone_asks,
-    namespace_change_empties_the_cache,
+    namespace_change_needs_a_restart_then_empties_the_cache,
 );
