@@ -393,7 +393,8 @@ async fn purge_json(
     .await
 }
 
-/// `GET /entry?url=/path%3Fquery`: what the cache holds for that URL.
+/// `GET /entry?url=/path%3Fquery`: what the cache holds for that URL; 200 with its fields,
+/// or 404 when there is none (never stored, reclaimed, or removed by a hard purge).
 async fn entry(
     shared: &Arc<Shared>,
     cfg: &Arc<Config>,
@@ -434,7 +435,21 @@ async fn entry(
     let verdict = shared.purges.table().verdict(&e);
     let ttl = e.ttl_ms(now);
     let status = match verdict {
-        crate::purge::Verdict::Gone => "purged",
+        // A hard purge removed it: the store may still hold the bytes until they expire
+        // (purges are applied at lookup, not by walking keys), but no request is ever
+        // answered from them, so for the operator there is no entry: 404, as for a miss,
+        // saying why.
+        crate::purge::Verdict::Gone => {
+            return Ok(json_response(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({
+                    "error": format!("no entry for {}: removed by a purge", k.url.url),
+                    "status": 404,
+                    "purged": true,
+                    "key": k.key,
+                }),
+            ));
+        }
         crate::purge::Verdict::Stale => "soft-purged",
         crate::purge::Verdict::Valid if ttl > 0 => "fresh",
         crate::purge::Verdict::Valid => "stale",

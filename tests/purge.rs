@@ -320,6 +320,48 @@ async fn namespace_change_needs_a_restart_then_empties_the_cache(store: StoreUnd
     slate.stop().await;
 }
 
+/// `GET /entry` after purges: an entry a hard purge removed is gone (404, saying so) even
+/// while its bytes wait in the store for their expiry; a soft-purged one still exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_is_404_after_a_hard_purge_and_200_after_a_soft_one() {
+    let origin = Origin::start(|_, n| Reply::ok(format!("v{n}"))).await;
+    let slate = Slate::start(&origin.url(), &StoreUnderTest::Memory, RULES).await;
+    let c = client();
+    fill(&c, &slate, &["/s/hard", "/s/soft"]).await;
+    let entry = |pq: &str| {
+        let (c, u) = (c.clone(), slate.admin_url(&format!("/entry?url={pq}")));
+        async move { get(&c, &u).await }
+    };
+    assert_eq!(entry("/s/hard").await.status, 200);
+
+    // A prefix purge deletes nothing in the store: the record alone removes the entry.
+    assert_eq!(
+        send(&c, "PURGE", &slate.url("/s/h*"), &[], "").await.status,
+        200
+    );
+    let e = entry("/s/hard").await;
+    assert_eq!(e.status, 404, "{}", e.text());
+    let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(j["purged"], true, "{j}");
+    assert!(j["error"].as_str().unwrap().contains("purge"), "{j}");
+    assert!(j["key"].as_str().unwrap().starts_with("slate:v1:e:"), "{j}");
+
+    let p = send(
+        &c,
+        "PURGE",
+        &slate.url("/s/soft"),
+        &[("purge-mode", "soft")],
+        "",
+    )
+    .await;
+    assert_eq!(p.status, 200);
+    let e = entry("/s/soft").await;
+    assert_eq!(e.status, 200, "{}", e.text());
+    let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(j["status"], "soft-purged", "{j}");
+    slate.stop().await;
+}
+
 on_every_store!(
     every_purge_form,
     soft_purge_serves_stale_to_all_and_refreshes_once,
