@@ -189,6 +189,62 @@ async fn sighup_reloads() {
     .await;
 }
 
+/// Signal handlers come before the store: a SIGHUP while slate is still connecting (Redis
+/// paused with CLIENT PAUSE holds up loading the purge log) does not kill it, and is acted
+/// on once it serves; a SIGTERM then ends start-up at once, with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_during_start_up() {
+    let redis = RedisServer::start();
+    let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
+    let store = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"5s\"\n",
+        redis.url()
+    );
+    let c = client();
+
+    let dir = TempDir::new("hup-start");
+    assert!(redis
+        .cli(&["CLIENT", "PAUSE", "2000", "ALL"])
+        .contains("OK"));
+    // Returns as soon as the listeners are bound, which is before the store is reached.
+    let mut p = Proc::start(&dir, &origin.url(), &store, &["--no-watch"]).await;
+    let hup = Instant::now();
+    p.signal("-HUP");
+    let h = get(&c, &p.admin_url("/healthz")).await;
+    assert_eq!(h.status, 200, "{}", h.text());
+    assert!(
+        hup.elapsed() > Duration::from_millis(800),
+        "the SIGHUP came while slate was still starting ({:?} before it served)",
+        hup.elapsed()
+    );
+    assert!(p.child.try_wait().unwrap().is_none(), "still running");
+    p.signal("-TERM");
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut p.child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("SIGHUP: reloading the config"),
+        "the held SIGHUP reloads once slate is up:\n{log}"
+    );
+
+    // SIGTERM while the store holds start-up: out at once, not after the store answers.
+    let dir = TempDir::new("term-start");
+    assert!(redis
+        .cli(&["CLIENT", "PAUSE", "4000", "ALL"])
+        .contains("OK"));
+    let mut p = Proc::start(&dir, &origin.url(), &store, &["--no-watch"]).await;
+    let term = Instant::now();
+    p.signal("-TERM");
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        term.elapsed() < Duration::from_millis(2500),
+        "stopped during start-up in {:?}",
+        term.elapsed()
+    );
+}
+
 #[test]
 fn check_config_reports_every_error_kind_with_its_line() {
     let dir = TempDir::new("check");
