@@ -245,6 +245,34 @@ async fn signals_during_start_up() {
     );
 }
 
+/// `server.shutdown_timeout` bounds the whole drain: a request waiting on a fill that
+/// outlasts it holds both its connection and the fill, and the two waits share one
+/// deadline instead of taking one timeout each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_takes_at_most_one_shutdown_timeout() {
+    let origin =
+        Origin::start(|_, n| Reply::ok(format!("#{n}")).delay(Duration::from_secs(5))).await;
+    let extra = "[server]\nshutdown_timeout = \"1s\"\n[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
+    let slate = Slate::start(&origin.url(), &StoreUnderTest::Memory, extra).await;
+    let c = client();
+    let inflight = tokio::spawn({
+        let (c, u) = (c.clone(), slate.url("/slow"));
+        async move { send(&c, "GET", &u, &[], "").await }
+    });
+    while origin.hits("/slow") == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(slate.instance.shared.flights.in_flight(), 1, "a fill runs");
+    let t = Instant::now();
+    slate.stop().await;
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1700),
+        "drained in {took:?}: one shutdown_timeout (1s), not one for connections and one for fills"
+    );
+    inflight.abort();
+}
+
 #[test]
 fn check_config_reports_every_error_kind_with_its_line() {
     let dir = TempDir::new("check");
