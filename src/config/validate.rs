@@ -565,6 +565,19 @@ mod tests {
         assert!(err[0].message.contains("upstream.timeout"));
     }
 
+    /// What README promises: serde stops at the first value of the wrong type, so it is
+    /// reported alone, before the checks that report every bad value at once.
+    #[test]
+    fn a_wrong_type_is_reported_first_and_alone() {
+        let err = parse(
+            "[server]\nlisten = 8080\nmax_connections = \"many\"\n[upstream]\ntimeout = \"forever\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert_eq!(err[0].line, 2, "{err:?}");
+        assert!(err[0].message.contains("server.listen"), "{err:?}");
+    }
+
     #[test]
     fn rules_sorted_longest_first() {
         let c = parse(
