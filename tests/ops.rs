@@ -285,6 +285,7 @@ fn check_config_reports_every_error_kind_with_its_line() {
         ("[[rules]]\npath = \"/a/\"\nttl = \"1m\"\n[[rules]]\npath = \"/a/\"\nttl = \"2m\"\n", "same path", 5),
         ("[server]\nlisten = 8080\n", "listen", 2),
         ("[store]\nkind = \"redis-cluster\"\n", "store.nodes", 2),
+        ("[[rules]]\npath = \"/a/\"\noverride_origin = true\n", "rules.override_origin", 3),
         ("[[rules]]\npath = \"/a/\"\nttl = \"1m\"\ncolour = \"red\"\n[[rules]]\npath = \"/b/\"\nshade = 1\n", "colour", 4),
     ];
     for (text, needle, line) in cases {

@@ -507,6 +507,20 @@ fn rule(c: &mut Checker<'_>, r: &FileRule, global_ignore: &[Glob]) -> Option<Rul
             tags.push(v.to_string());
         }
     }
+    // `override_origin` replaces the origin's freshness with the rule's `ttl`; without a
+    // ttl there is nothing to replace it with, and the flag would silently do nothing.
+    let override_origin = match &r.override_origin {
+        Some(o) if *o.get_ref() && r.ttl.is_none() => {
+            let p = c.loc.at(
+                Some(o.span()),
+                "rules.override_origin: true needs a `ttl` in the same rule (the ttl that replaces the origin's freshness)".into(),
+            );
+            c.problems.push(p);
+            false
+        }
+        Some(o) => *o.get_ref(),
+        None => false,
+    };
     let ttl = r.ttl.as_ref().map(|s| {
         parse_duration(s.get_ref()).unwrap_or_else(|e| {
             c.bad(s, "rules.ttl", e);
@@ -522,7 +536,7 @@ fn rule(c: &mut Checker<'_>, r: &FileRule, global_ignore: &[Glob]) -> Option<Rul
             Duration::ZERO,
         ),
         stale_if_error: c.duration(&r.stale_if_error, "rules.stale_if_error", Duration::ZERO),
-        override_origin: r.override_origin,
+        override_origin,
         ignore_params,
         key_headers,
         tags,
