@@ -30,15 +30,22 @@ pub fn authorized(cfg: &Config, headers: &HeaderMap, peer: SocketAddr) -> bool {
     let Some(token) = &cfg.purge.token else {
         return false;
     };
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
+    let Some(given) = bearer_token(headers) else {
         return false;
     };
     use subtle::ConstantTimeEq;
-    given.trim().as_bytes().ct_eq(token.as_bytes()).into()
+    given.as_bytes().ct_eq(token.as_bytes()).into()
+}
+
+/// The token of `Authorization: Bearer <token>`. The scheme name is case-insensitive
+/// (RFC 9110 §11.1), so `bearer` and `BEARER` count too; only the token is secret, and the
+/// caller compares it in constant time.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 fn forbidden(shared: &Shared, peer: SocketAddr, what: &str, form: Option<&str>) -> ProxyError {
