@@ -197,12 +197,15 @@ async fn warm_loop(shared: Arc<Shared>, mut stop: server::Stop) {
                 }
             }
         }
-        // A failed warm fetch is retried soon, not at the next full round.
+        // A failed warm fetch is retried soon, not at the next full round. Never less
+        // than a second: validation refuses a shorter `every`, and a config built in code
+        // must not make this loop spin either.
         let wait = if failed {
             cfg.warm.every.min(WARM_RETRY)
         } else {
             cfg.warm.every
         };
+        let wait = wait.max(config::MIN_WARM_EVERY);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = server::stopped(&mut stop) => return,

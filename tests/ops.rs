@@ -286,6 +286,11 @@ fn check_config_reports_every_error_kind_with_its_line() {
         ("[server]\nlisten = 8080\n", "listen", 2),
         ("[store]\nkind = \"redis-cluster\"\n", "store.nodes", 2),
         ("[[rules]]\npath = \"/a/\"\noverride_origin = true\n", "rules.override_origin", 3),
+        ("[server]\nmax_connections = 3000000000000000000\n", "server.max_connections", 2),
+        ("[upstream]\ntimeout = \"500000000000years\"\n", "upstream.timeout", 2),
+        ("[store]\nkind = \"memory\"\nfill_lease = \"100000000000y\"\n", "store.fill_lease", 3),
+        ("[[rules]]\npath = \"/a/\"\nttl = \"2years\"\n", "rules.ttl", 3),
+        ("[warm]\nevery = \"0\"\n", "warm.every", 2),
         ("[[rules]]\npath = \"/a/\"\nttl = \"1m\"\ncolour = \"red\"\n[[rules]]\npath = \"/b/\"\nshade = 1\n", "colour", 4),
     ];
     for (text, needle, line) in cases {
