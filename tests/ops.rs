@@ -189,9 +189,26 @@ async fn sighup_reloads() {
     .await;
 }
 
-/// Signal handlers come before the store: a SIGHUP while slate is still connecting (Redis
-/// paused with CLIENT PAUSE holds up loading the purge log) does not kill it, and is acted
-/// on once it serves; a SIGTERM then ends start-up at once, with exit 0.
+/// Starts slate (`--no-watch`) on `store` while `redis` holds every command for
+/// `pause_ms` (CLIENT PAUSE), so loading the purge log holds start-up that long. Returns
+/// once the listeners are bound, which is before the store is reached.
+async fn start_while_paused(
+    redis: &RedisServer,
+    pause_ms: u64,
+    dir: &TempDir,
+    origin: &str,
+    store: &str,
+) -> Proc {
+    let pause = pause_ms.to_string();
+    assert!(redis
+        .cli(&["CLIENT", "PAUSE", &pause, "ALL"])
+        .contains("OK"));
+    Proc::start(dir, origin, store, &["--no-watch"]).await
+}
+
+/// Signal handlers come before the store: a SIGHUP while slate is still connecting does
+/// not kill it, and is acted on once it serves; a SIGTERM then ends start-up at once, with
+/// exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_during_start_up() {
     let redis = RedisServer::start();
@@ -203,11 +220,7 @@ async fn signals_during_start_up() {
     let c = client();
 
     let dir = TempDir::new("hup-start");
-    assert!(redis
-        .cli(&["CLIENT", "PAUSE", "2000", "ALL"])
-        .contains("OK"));
-    // Returns as soon as the listeners are bound, which is before the store is reached.
-    let mut p = Proc::start(&dir, &origin.url(), &store, &["--no-watch"]).await;
+    let mut p = start_while_paused(&redis, 2000, &dir, &origin.url(), &store).await;
     let hup = Instant::now();
     p.signal("-HUP");
     let h = get(&c, &p.admin_url("/healthz")).await;
@@ -230,10 +243,7 @@ async fn signals_during_start_up() {
 
     // SIGTERM while the store holds start-up: out at once, not after the store answers.
     let dir = TempDir::new("term-start");
-    assert!(redis
-        .cli(&["CLIENT", "PAUSE", "4000", "ALL"])
-        .contains("OK"));
-    let mut p = Proc::start(&dir, &origin.url(), &store, &["--no-watch"]).await;
+    let mut p = start_while_paused(&redis, 4000, &dir, &origin.url(), &store).await;
     let term = Instant::now();
     p.signal("-TERM");
     let status = p.child.wait().unwrap();

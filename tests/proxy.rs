@@ -249,6 +249,7 @@ async fn purge_needs_authorization(store: StoreUnderTest) {
         vec![("authorization", "Bearer wrong-token")],
         vec![("authorization", "Basic s3cret-token")],
         vec![("authorization", "Bearers3cret-token")],
+        vec![("authorization", "Bearer S3CRET-TOKEN")],
     ] {
         let p = send(&c, "PURGE", &slate.url("/r/a"), &h, "").await;
         assert_eq!(p.status, 403, "{h:?}");
@@ -260,18 +261,9 @@ async fn purge_needs_authorization(store: StoreUnderTest) {
             .contains("hit"),
         "a refused purge changes nothing"
     );
-    let p = send(
-        &c,
-        "PURGE",
-        &slate.url("/r/a"),
-        &[("authorization", "Bearer s3cret-token")],
-        "",
-    )
-    .await;
-    assert_eq!(p.status, 200);
-    assert_eq!(get(&c, &slate.url("/r/a")).await.text(), "#2");
-    // The scheme name is case-insensitive (RFC 9110 §11.1); the token is not.
+    // The scheme name is case-insensitive (RFC 9110 §11.1); the token is not (above).
     for (auth, next) in [
+        ("Bearer s3cret-token", "#2"),
         ("bearer s3cret-token", "#3"),
         ("BEARER  s3cret-token", "#4"),
     ] {
@@ -286,15 +278,6 @@ async fn purge_needs_authorization(store: StoreUnderTest) {
         assert_eq!(p.status, 200, "{auth}: {}", p.text());
         assert_eq!(get(&c, &slate.url("/r/a")).await.text(), next, "{auth}");
     }
-    let p = send(
-        &c,
-        "PURGE",
-        &slate.url("/r/a"),
-        &[("authorization", "Bearer S3CRET-TOKEN")],
-        "",
-    )
-    .await;
-    assert_eq!(p.status, 403);
     slate.stop().await;
 }
 

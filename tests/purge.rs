@@ -33,6 +33,11 @@ async fn fill(c: &HttpClient, slate: &Slate, urls: &[&str]) {
     }
 }
 
+/// `PURGE path` with `Purge-Mode: soft`.
+async fn soft_purge(c: &HttpClient, slate: &Slate, path: &str) -> Got {
+    send(c, "PURGE", &slate.url(path), &[("purge-mode", "soft")], "").await
+}
+
 async fn every_purge_form(store: StoreUnderTest) {
     let origin = Origin::start(tagged_origin()).await;
     let slate = Slate::start(&origin.url(), &store, RULES).await;
@@ -118,14 +123,7 @@ async fn soft_purge_serves_stale_to_all_and_refreshes_once(store: StoreUnderTest
     let slate = Slate::start(&origin.url(), &store, RULES).await;
     let c = client();
     assert_eq!(get(&c, &slate.url("/s/soft")).await.text(), "v1");
-    let p = send(
-        &c,
-        "PURGE",
-        &slate.url("/s/soft"),
-        &[("purge-mode", "soft")],
-        "",
-    )
-    .await;
+    let p = soft_purge(&c, &slate, "/s/soft").await;
     assert_eq!(p.status, 200, "{}", p.text());
     for g in get_all(&c, (0..20).map(|_| slate.url("/s/soft"))).await {
         assert_eq!(g.text(), "v1", "stale copy served at once");
@@ -346,15 +344,7 @@ async fn entry_is_404_after_a_hard_purge_and_200_after_a_soft_one() {
     assert!(j["error"].as_str().unwrap().contains("purge"), "{j}");
     assert!(j["key"].as_str().unwrap().starts_with("slate:v1:e:"), "{j}");
 
-    let p = send(
-        &c,
-        "PURGE",
-        &slate.url("/s/soft"),
-        &[("purge-mode", "soft")],
-        "",
-    )
-    .await;
-    assert_eq!(p.status, 200);
+    assert_eq!(soft_purge(&c, &slate, "/s/soft").await.status, 200);
     let e = entry("/s/soft").await;
     assert_eq!(e.status, 200, "{}", e.text());
     let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
