@@ -30,15 +30,22 @@ pub fn authorized(cfg: &Config, headers: &HeaderMap, peer: SocketAddr) -> bool {
     let Some(token) = &cfg.purge.token else {
         return false;
     };
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
+    let Some(given) = bearer_token(headers) else {
         return false;
     };
     use subtle::ConstantTimeEq;
-    given.trim().as_bytes().ct_eq(token.as_bytes()).into()
+    given.as_bytes().ct_eq(token.as_bytes()).into()
+}
+
+/// The token of `Authorization: Bearer <token>`. The scheme name is case-insensitive
+/// (RFC 9110 §11.1), so `bearer` and `BEARER` count too; only the token is secret, and the
+/// caller compares it in constant time.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 fn forbidden(shared: &Shared, peer: SocketAddr, what: &str, form: Option<&str>) -> ProxyError {
@@ -393,7 +400,8 @@ async fn purge_json(
     .await
 }
 
-/// `GET /entry?url=/path%3Fquery`: what the cache holds for that URL.
+/// `GET /entry?url=/path%3Fquery`: what the cache holds for that URL; 200 with its fields,
+/// or 404 when there is none (never stored, reclaimed, or removed by a hard purge).
 async fn entry(
     shared: &Arc<Shared>,
     cfg: &Arc<Config>,
@@ -434,7 +442,21 @@ async fn entry(
     let verdict = shared.purges.table().verdict(&e);
     let ttl = e.ttl_ms(now);
     let status = match verdict {
-        crate::purge::Verdict::Gone => "purged",
+        // A hard purge removed it: the store may still hold the bytes until they expire
+        // (purges are applied at lookup, not by walking keys), but no request is ever
+        // answered from them, so for the operator there is no entry: 404, as for a miss,
+        // saying why.
+        crate::purge::Verdict::Gone => {
+            return Ok(json_response(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({
+                    "error": format!("no entry for {}: removed by a purge", k.url.url),
+                    "status": 404,
+                    "purged": true,
+                    "key": k.key,
+                }),
+            ));
+        }
         crate::purge::Verdict::Stale => "soft-purged",
         crate::purge::Verdict::Valid if ttl > 0 => "fresh",
         crate::purge::Verdict::Valid => "stale",

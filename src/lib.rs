@@ -65,6 +65,8 @@ pub struct Instance {
 impl Instance {
     /// Connects the store named by `config` and loads the purge log.
     pub async fn start(config: Config, clock: Clock) -> Result<Instance, StartError> {
+        // Read once: the store names its purge log and event channel after the namespace,
+        // so a reload keeps it (see `Live::reload`) and only a restart changes it.
         let ns = config.cache.namespace.clone();
         let timeout = config.store.timeout;
         let store: Arc<dyn Store> = match &config.store.kind {
@@ -107,8 +109,8 @@ impl Instance {
     }
 
     /// Serves the proxy (and admin) listener until `shutdown` completes, then drains:
-    /// stops accepting, lets in-flight requests and fills finish (bounded by
-    /// `server.shutdown_timeout`), and returns.
+    /// stops accepting, lets in-flight requests and then fills finish, all within one
+    /// `server.shutdown_timeout` from the moment `shutdown` completes, and returns.
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -116,7 +118,7 @@ impl Instance {
         shutdown: impl Future<Output = ()>,
     ) {
         let cfg = self.shared.live.get();
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(None);
         let poller = tokio::spawn(self.shared.purges.clone().poll(stop_rx.clone()));
         let warmer = tokio::spawn(warm_loop(self.shared.clone(), stop_rx.clone()));
         let sampler = tokio::spawn(sample_loop(self.shared.clone()));
@@ -150,13 +152,15 @@ impl Instance {
         });
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests and fills");
-        let _ = stop_tx.send(true);
+        // One deadline for the listeners and the fills alike (see `server::Stop`).
+        let deadline = tokio::time::Instant::now() + cfg.server.shutdown_timeout;
+        let _ = stop_tx.send(Some(deadline));
         let _ = proxy.await;
         if let Some(a) = admin {
             let _ = a.await;
         }
         self.shared.tasks.close();
-        if tokio::time::timeout(cfg.server.shutdown_timeout, self.shared.tasks.wait())
+        if tokio::time::timeout_at(deadline, self.shared.tasks.wait())
             .await
             .is_err()
         {
@@ -180,7 +184,7 @@ async fn sample_loop(shared: Arc<Shared>) {
 const WARM_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Fetches `[warm] urls` at start and every `every`, through the normal fill path.
-async fn warm_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn warm_loop(shared: Arc<Shared>, mut stop: server::Stop) {
     loop {
         let cfg = shared.live.get();
         let mut failed = false;
@@ -193,12 +197,15 @@ async fn warm_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-        // A failed warm fetch is retried soon, not at the next full round.
+        // A failed warm fetch is retried soon, not at the next full round. Never less
+        // than a second: validation refuses a shorter `every`, and a config built in code
+        // must not make this loop spin either.
         let wait = if failed {
             cfg.warm.every.min(WARM_RETRY)
         } else {
             cfg.warm.every
         };
+        let wait = wait.max(config::MIN_WARM_EVERY);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = server::stopped(&mut stop) => return,

@@ -59,63 +59,145 @@ fn init_logs(format: LogFormat, level: &str) {
     };
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn terminated() {
+/// The signals slate answers, registered before anything slow happens (binding, connecting
+/// the store, loading the purge log). SIGHUP's default action is to end the process, so
+/// until a handler is registered an operator's reload would kill slate; registered first,
+/// a SIGHUP that arrives during start-up is held and acted on once the instance is up, and
+/// a SIGTERM or SIGINT during start-up ends it cleanly instead of waiting for the store.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: Option<Signal>,
+    #[cfg(unix)]
+    int: Option<Signal>,
+    #[cfg(unix)]
+    hup: Option<Signal>,
+}
+
+#[cfg(unix)]
+use tokio::signal::unix::{Signal, SignalKind};
+
+/// Registers a handler for `kind` (needs the runtime entered); `None`, said on stderr, when
+/// the OS refuses.
+#[cfg(unix)]
+fn register(kind: SignalKind, name: &str) -> Option<Signal> {
+    match tokio::signal::unix::signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("slate: cannot handle {name}: {e}");
+            None
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
-/// Reloads the config on SIGHUP: validated whole, then swapped in; a bad edit is logged
-/// and the running config stays.
-fn reload_on_sighup(live: slate::config::reload::Live, path: PathBuf) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the config");
-            live.reload_logged(&path);
+/// Completes on the first delivery of `s`; never, if it could not be registered.
+#[cfg(unix)]
+async fn next(s: Option<Signal>) {
+    match s {
+        Some(mut s) => {
+            s.recv().await;
         }
-    });
+        None => std::future::pending().await,
+    }
+}
+
+impl Signals {
+    /// Registers SIGTERM, SIGINT and SIGHUP; needs the runtime entered.
+    fn install() -> Signals {
+        #[cfg(unix)]
+        return Signals {
+            term: register(SignalKind::terminate(), "SIGTERM"),
+            int: register(SignalKind::interrupt(), "SIGINT"),
+            hup: register(SignalKind::hangup(), "SIGHUP"),
+        };
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Splits off the future that completes on SIGTERM or SIGINT.
+    fn stop(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        #[cfg(unix)]
+        let (term, int) = (self.term.take(), self.int.take());
+        async move {
+            #[cfg(unix)]
+            tokio::select! {
+                _ = next(term) => {}
+                _ = next(int) => {}
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+
+    /// Runs `on_hup` for every SIGHUP from now on, including one held since start-up.
+    fn on_hangup(self, mut on_hup: impl FnMut() + Send + 'static) {
+        #[cfg(unix)]
+        if let Some(mut hup) = self.hup {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    on_hup();
+                }
+            });
+        }
+        #[cfg(not(unix))]
+        let _ = &mut on_hup;
+    }
+}
+
+/// Completes on SIGTERM or SIGINT; for the demo origin, which leaves SIGHUP alone.
+async fn terminated() {
+    #[cfg(unix)]
+    tokio::select! {
+        _ = next(register(SignalKind::terminate(), "SIGTERM")) => {}
+        _ = next(register(SignalKind::interrupt(), "SIGINT")) => {}
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
     slate::server::bind(addr).map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
 }
 
-async fn run(config: Config, path: Option<PathBuf>, watch: bool) -> Result<(), String> {
+/// Runs slate until SIGTERM/SIGINT. With a config `path`, SIGHUP (and, with `watch`, a
+/// change to the file) reloads it; without one (`--demo`), SIGHUP is logged and ignored.
+async fn run(
+    config: Config,
+    path: Option<PathBuf>,
+    watch: bool,
+    mut signals: Signals,
+) -> Result<(), String> {
+    let mut stop = Box::pin(signals.stop());
+    let reload = match path {
+        Some(p) => Some((p, signals)),
+        None => {
+            signals.on_hangup(|| tracing::info!("SIGHUP ignored: --demo has no config file"));
+            None
+        }
+    };
     let listener = bind(config.server.listen, "server.listen")?;
     let admin = match config.server.admin_listen {
         Some(a) => Some(bind(a, "server.admin_listen")?),
         None => None,
     };
     tracing::info!(listen = %config.server.listen, admin = ?config.server.admin_listen, upstream = %config.upstream.base, "slate starting");
-    let instance = slate::Instance::start(config, slate::clock::Clock::system())
-        .await
-        .map_err(|e| e.to_string())?;
-    let _watcher = match path {
-        Some(p) => {
+    let start = slate::Instance::start(config, slate::clock::Clock::system());
+    let instance = tokio::select! {
+        r = start => r.map_err(|e| e.to_string())?,
+        _ = &mut stop => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
+    let _watcher = match reload {
+        Some((p, signals)) => {
             let live = instance.shared.live.clone();
-            reload_on_sighup(live.clone(), p.clone());
+            signals.on_hangup({
+                let (live, p) = (live.clone(), p.clone());
+                move || {
+                    tracing::info!("SIGHUP: reloading the config");
+                    live.reload_logged(&p);
+                }
+            });
             if !watch {
                 None
             } else {
@@ -130,7 +212,7 @@ async fn run(config: Config, path: Option<PathBuf>, watch: bool) -> Result<(), S
         }
         None => None,
     };
-    instance.serve(listener, admin, terminated()).await;
+    instance.serve(listener, admin, stop).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -152,7 +234,7 @@ stale_if_error = "1d"
 tags = ["analytics"]
 "#;
 
-async fn demo() -> Result<(), String> {
+async fn demo(signals: Signals) -> Result<(), String> {
     let origin = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("cannot start the demo origin: {e}"))?;
@@ -184,7 +266,13 @@ async fn demo() -> Result<(), String> {
          \x20 open http://{a}/status\n\
          Stop with Ctrl-C."
     );
-    run(config, None, false).await
+    run(config, None, false, signals).await
+}
+
+/// Registers the signals first thing, inside `rt` (tokio's signal driver needs it).
+fn installed(rt: &tokio::runtime::Runtime) -> Signals {
+    let _in = rt.enter();
+    Signals::install()
 }
 
 fn main() -> ExitCode {
@@ -236,16 +324,21 @@ fn main() -> ExitCode {
             })
         }
         None if cli.demo => {
+            let signals = installed(&rt);
             init_logs(LogFormat::Text, "info");
-            rt.block_on(demo())
+            rt.block_on(demo(signals))
         }
-        None => match Config::load(&cli.config) {
-            Ok(config) => {
-                init_logs(config.log.format, &config.log.level);
-                rt.block_on(run(config, Some(cli.config.clone()), !cli.no_watch))
+        None => {
+            let signals = installed(&rt);
+            match Config::load(&cli.config) {
+                Ok(config) => {
+                    init_logs(config.log.format, &config.log.level);
+                    let path = Some(cli.config.clone());
+                    rt.block_on(run(config, path, !cli.no_watch, signals))
+                }
+                Err(e) => Err(e.to_string()),
             }
-            Err(e) => Err(e.to_string()),
-        },
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

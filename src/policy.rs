@@ -291,6 +291,8 @@ pub fn decide(
     let cc = CacheControl::parse(headers);
     let validator = headers.contains_key(http::header::ETAG)
         || headers.contains_key(http::header::LAST_MODIFIED);
+    // Config validation refuses `override_origin` without a `ttl`; a rule built in code
+    // may still have one, and then there is nothing to override with.
     let overriding = rule.is_some_and(|r| r.override_origin && r.ttl.is_some());
     if !overriding {
         if cc.no_store {

@@ -288,7 +288,7 @@ impl Purges {
     }
 
     /// Polls a shared store for purges made by other instances, until `shutdown`.
-    pub async fn poll(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn poll(self, mut shutdown: crate::server::Stop) {
         if !self.store.shared() {
             return;
         }

@@ -22,19 +22,29 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+/// An instance's stop signal: `None` while it serves, then the deadline of its drain.
+///
+/// One deadline for the whole drain, set once when the shutdown starts: the listeners wait
+/// for their connections until it, and the instance then waits for fills until the same
+/// instant, so a shutdown takes at most one `server.shutdown_timeout` in all, not one per
+/// stage.
+pub type Stop = watch::Receiver<Option<tokio::time::Instant>>;
+
 /// Completes once `rx` says stop (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
+pub async fn stopped(rx: &mut Stop) {
+    let _ = rx.wait_for(Option::is_some).await;
 }
 
-/// Serves `listener` with `handler` until `shutdown` turns true, then stops accepting and
-/// waits (at most `cfg.shutdown_timeout`) for open connections to finish their requests.
-pub async fn serve<H, F>(
-    listener: TcpListener,
-    cfg: &ServerConfig,
-    handler: H,
-    mut shutdown: watch::Receiver<bool>,
-) where
+/// The deadline `rx` gave; `timeout` from now if it gave none (its sender went away).
+pub fn deadline(rx: &Stop, timeout: Duration) -> tokio::time::Instant {
+    let given = *rx.borrow();
+    given.unwrap_or_else(|| tokio::time::Instant::now() + timeout)
+}
+
+/// Serves `listener` with `handler` until `shutdown` says stop, then stops accepting and
+/// waits (until the deadline it carries) for open connections to finish their requests.
+pub async fn serve<H, F>(listener: TcpListener, cfg: &ServerConfig, handler: H, mut shutdown: Stop)
+where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
@@ -109,7 +119,8 @@ pub async fn serve<H, F>(
     drop(listener);
     open.close_all();
     connections.close();
-    if tokio::time::timeout(cfg.shutdown_timeout, connections.wait())
+    let until = deadline(&shutdown, cfg.shutdown_timeout);
+    if tokio::time::timeout_at(until, connections.wait())
         .await
         .is_err()
     {
@@ -219,7 +230,7 @@ impl OpenConnections {
 
     /// Every `idle_timeout / 4` (10 ms at least), asks the connections idle for
     /// `idle_timeout` to close; at shutdown, asks them all.
-    async fn sweep(self: Arc<Self>, idle_timeout: Duration, mut shutdown: watch::Receiver<bool>) {
+    async fn sweep(self: Arc<Self>, idle_timeout: Duration, mut shutdown: Stop) {
         let step = (idle_timeout / 4).max(Duration::from_millis(10));
         loop {
             tokio::select! {

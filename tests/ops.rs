@@ -189,6 +189,100 @@ async fn sighup_reloads() {
     .await;
 }
 
+/// Starts slate (`--no-watch`) on `store` while `redis` holds every command for
+/// `pause_ms` (CLIENT PAUSE), so loading the purge log holds start-up that long. Returns
+/// once the listeners are bound, which is before the store is reached.
+async fn start_while_paused(
+    redis: &RedisServer,
+    pause_ms: u64,
+    dir: &TempDir,
+    origin: &str,
+    store: &str,
+) -> Proc {
+    let pause = pause_ms.to_string();
+    assert!(redis
+        .cli(&["CLIENT", "PAUSE", &pause, "ALL"])
+        .contains("OK"));
+    Proc::start(dir, origin, store, &["--no-watch"]).await
+}
+
+/// Signal handlers come before the store: a SIGHUP while slate is still connecting does
+/// not kill it, and is acted on once it serves; a SIGTERM then ends start-up at once, with
+/// exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_during_start_up() {
+    let redis = RedisServer::start();
+    let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
+    let store = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"5s\"\n",
+        redis.url()
+    );
+    let c = client();
+
+    let dir = TempDir::new("hup-start");
+    let mut p = start_while_paused(&redis, 2000, &dir, &origin.url(), &store).await;
+    let hup = Instant::now();
+    p.signal("-HUP");
+    let h = get(&c, &p.admin_url("/healthz")).await;
+    assert_eq!(h.status, 200, "{}", h.text());
+    assert!(
+        hup.elapsed() > Duration::from_millis(800),
+        "the SIGHUP came while slate was still starting ({:?} before it served)",
+        hup.elapsed()
+    );
+    assert!(p.child.try_wait().unwrap().is_none(), "still running");
+    p.signal("-TERM");
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut p.child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("SIGHUP: reloading the config"),
+        "the held SIGHUP reloads once slate is up:\n{log}"
+    );
+
+    // SIGTERM while the store holds start-up: out at once, not after the store answers.
+    let dir = TempDir::new("term-start");
+    let mut p = start_while_paused(&redis, 4000, &dir, &origin.url(), &store).await;
+    let term = Instant::now();
+    p.signal("-TERM");
+    let status = p.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        term.elapsed() < Duration::from_millis(2500),
+        "stopped during start-up in {:?}",
+        term.elapsed()
+    );
+}
+
+/// `server.shutdown_timeout` bounds the whole drain: a request waiting on a fill that
+/// outlasts it holds both its connection and the fill, and the two waits share one
+/// deadline instead of taking one timeout each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_takes_at_most_one_shutdown_timeout() {
+    let origin =
+        Origin::start(|_, n| Reply::ok(format!("#{n}")).delay(Duration::from_secs(5))).await;
+    let extra = "[server]\nshutdown_timeout = \"1s\"\n[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
+    let slate = Slate::start(&origin.url(), &StoreUnderTest::Memory, extra).await;
+    let c = client();
+    let inflight = tokio::spawn({
+        let (c, u) = (c.clone(), slate.url("/slow"));
+        async move { send(&c, "GET", &u, &[], "").await }
+    });
+    while origin.hits("/slow") == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(slate.instance.shared.flights.in_flight(), 1, "a fill runs");
+    let t = Instant::now();
+    slate.stop().await;
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1700),
+        "drained in {took:?}: one shutdown_timeout (1s), not one for connections and one for fills"
+    );
+    inflight.abort();
+}
+
 #[test]
 fn check_config_reports_every_error_kind_with_its_line() {
     let dir = TempDir::new("check");
@@ -200,6 +294,13 @@ fn check_config_reports_every_error_kind_with_its_line() {
         ("[purge]\nallow = [\"10.0.0.0/33\"]\n", "purge.allow", 2),
         ("[[rules]]\npath = \"/a/\"\nttl = \"1m\"\n[[rules]]\npath = \"/a/\"\nttl = \"2m\"\n", "same path", 5),
         ("[server]\nlisten = 8080\n", "listen", 2),
+        ("[store]\nkind = \"redis-cluster\"\n", "store.nodes", 2),
+        ("[[rules]]\npath = \"/a/\"\noverride_origin = true\n", "rules.override_origin", 3),
+        ("[server]\nmax_connections = 3000000000000000000\n", "server.max_connections", 2),
+        ("[upstream]\ntimeout = \"500000000000years\"\n", "upstream.timeout", 2),
+        ("[store]\nkind = \"memory\"\nfill_lease = \"100000000000y\"\n", "store.fill_lease", 3),
+        ("[[rules]]\npath = \"/a/\"\nttl = \"2years\"\n", "rules.ttl", 3),
+        ("[warm]\nevery = \"0\"\n", "warm.every", 2),
         ("[[rules]]\npath = \"/a/\"\nttl = \"1m\"\ncolour = \"red\"\n[[rules]]\npath = \"/b/\"\nshade = 1\n", "colour", 4),
     ];
     for (text, needle, line) in cases {
@@ -219,7 +320,8 @@ fn check_config_reports_every_error_kind_with_its_line() {
         );
     }
     // Every unknown key at once.
-    std::fs::write(dir.0.join("c.toml"), cases[7].0).unwrap();
+    let two_unknown = cases.iter().find(|(_, needle, _)| *needle == "colour");
+    std::fs::write(dir.0.join("c.toml"), two_unknown.unwrap().0).unwrap();
     let out = Command::new(BIN)
         .arg("check-config")
         .arg(dir.0.join("c.toml"))

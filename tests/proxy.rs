@@ -245,7 +245,13 @@ async fn purge_needs_authorization(store: StoreUnderTest) {
     let slate = Slate::start(&origin.url(), &store, &extra).await;
     let c = client();
     get(&c, &slate.url("/r/a")).await;
-    for h in [vec![], vec![("authorization", "Bearer wrong-token")]] {
+    for h in [
+        vec![],
+        vec![("authorization", "Bearer wrong-token")],
+        vec![("authorization", "Basic s3cret-token")],
+        vec![("authorization", "Bearers3cret-token")],
+        vec![("authorization", "Bearer S3CRET-TOKEN")],
+    ] {
         let p = send(&c, "PURGE", &slate.url("/r/a"), &h, "").await;
         assert_eq!(p.status, 403, "{h:?}");
     }
@@ -256,16 +262,23 @@ async fn purge_needs_authorization(store: StoreUnderTest) {
             .contains("hit"),
         "a refused purge changes nothing"
     );
-    let p = send(
-        &c,
-        "PURGE",
-        &slate.url("/r/a"),
-        &[("authorization", "Bearer s3cret-token")],
-        "",
-    )
-    .await;
-    assert_eq!(p.status, 200);
-    assert_eq!(get(&c, &slate.url("/r/a")).await.text(), "#2");
+    // The scheme name is case-insensitive (RFC 9110 §11.1); the token is not (above).
+    for (auth, next) in [
+        ("Bearer s3cret-token", "#2"),
+        ("bearer s3cret-token", "#3"),
+        ("BEARER  s3cret-token", "#4"),
+    ] {
+        let p = send(
+            &c,
+            "PURGE",
+            &slate.url("/r/a"),
+            &[("authorization", auth)],
+            "",
+        )
+        .await;
+        assert_eq!(p.status, 200, "{auth}: {}", p.text());
+        assert_eq!(get(&c, &slate.url("/r/a")).await.text(), next, "{auth}");
+    }
     slate.stop().await;
 }
 

@@ -33,6 +33,11 @@ async fn fill(c: &HttpClient, slate: &Slate, urls: &[&str]) {
     }
 }
 
+/// `PURGE path` with `Purge-Mode: soft`.
+async fn soft_purge(c: &HttpClient, slate: &Slate, path: &str) -> Got {
+    send(c, "PURGE", &slate.url(path), &[("purge-mode", "soft")], "").await
+}
+
 async fn every_purge_form(store: StoreUnderTest) {
     let origin = Origin::start(tagged_origin()).await;
     let slate = Slate::start(&origin.url(), &store, RULES).await;
@@ -118,14 +123,7 @@ async fn soft_purge_serves_stale_to_all_and_refreshes_once(store: StoreUnderTest
     let slate = Slate::start(&origin.url(), &store, RULES).await;
     let c = client();
     assert_eq!(get(&c, &slate.url("/s/soft")).await.text(), "v1");
-    let p = send(
-        &c,
-        "PURGE",
-        &slate.url("/s/soft"),
-        &[("purge-mode", "soft")],
-        "",
-    )
-    .await;
+    let p = soft_purge(&c, &slate, "/s/soft").await;
     assert_eq!(p.status, 200, "{}", p.text());
     for g in get_all(&c, (0..20).map(|_| slate.url("/s/soft"))).await {
         assert_eq!(g.text(), "v1", "stale copy served at once");
@@ -260,17 +258,97 @@ async fn warm_urls_fetched_before_anyone_asks(store: StoreUnderTest) {
     slate.stop().await;
 }
 
-async fn namespace_change_empties_the_cache(store: StoreUnderTest) {
+/// `cache.namespace` is read when the store connects (its purge-log keys and event channel
+/// are named after it), so a reload keeps the running namespace and only a restart drops
+/// every entry at once.
+async fn namespace_change_needs_a_restart_then_empties_the_cache(store: StoreUnderTest) {
     let origin = Origin::start(|_, n| Reply::ok(format!("v{n}"))).await;
-    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let base = format!(
+        "[upstream]\nurl = \"{}\"\n{}{RULES}",
+        origin.url(),
+        store.toml()
+    );
+    let slate = slate_from(&base, &origin.url()).await;
     let c = client();
     fill(&c, &slate, &["/s/ns"]).await;
+
+    // A reload that changes the namespace: the running one stays, entries stay reachable,
+    // and purges still reach them.
+    let dir = TempDir::new("ns");
+    let path = dir.0.join("config.toml");
+    let v2 = format!("{base}[cache]\nnamespace = \"v2\"\n");
+    std::fs::write(&path, &v2).unwrap();
     let live = &slate.instance.shared.live;
-    let mut cfg = (*live.get()).clone();
-    cfg.cache.namespace = "v2".into();
-    live.set(cfg);
+    assert!(
+        live.reload(&path).unwrap(),
+        "the rest of the file is swapped in"
+    );
+    assert_eq!(live.get().cache.namespace, "v1", "kept until a restart");
+    assert!(
+        hit(&c, &slate, "/s/ns").await,
+        "old entries still reachable"
+    );
+    assert_eq!(
+        send(&c, "PURGE", &slate.url("/s/*"), &[], "").await.status,
+        200
+    );
+    assert_eq!(get(&c, &slate.url("/s/ns")).await.text(), "v2", "purged");
+    assert!(hit(&c, &slate, "/s/ns").await);
+
+    // A restart on the same store under the new namespace: nothing old is reachable.
+    let cfg = slate::config::Config::parse("v2.toml", &v2).unwrap();
+    let shared_store = slate.instance.shared.store.clone();
+    slate.stop().await;
+    let clock = slate::clock::Clock::system();
+    let instance = match store {
+        // The memory store lives in the process: hand the same one to the new instance.
+        StoreUnderTest::Memory => {
+            slate::Instance::with_store(cfg, clock.clone(), shared_store).await
+        }
+        _ => slate::Instance::start(cfg, clock.clone()).await.unwrap(),
+    };
+    let slate = Slate::serve(instance, clock).await;
     let g = get(&c, &slate.url("/s/ns")).await;
-    assert_eq!(g.text(), "v2", "old entries unreachable at once");
+    assert_eq!(g.text(), "v3", "old entries unreachable after the restart");
+    assert!(
+        g.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        g.cache_status()
+    );
+    slate.stop().await;
+}
+
+/// `GET /entry` after purges: an entry a hard purge removed is gone (404, saying so) even
+/// while its bytes wait in the store for their expiry; a soft-purged one still exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_is_404_after_a_hard_purge_and_200_after_a_soft_one() {
+    let origin = Origin::start(|_, n| Reply::ok(format!("v{n}"))).await;
+    let slate = Slate::start(&origin.url(), &StoreUnderTest::Memory, RULES).await;
+    let c = client();
+    fill(&c, &slate, &["/s/hard", "/s/soft"]).await;
+    let entry = |pq: &str| {
+        let (c, u) = (c.clone(), slate.admin_url(&format!("/entry?url={pq}")));
+        async move { get(&c, &u).await }
+    };
+    assert_eq!(entry("/s/hard").await.status, 200);
+
+    // A prefix purge deletes nothing in the store: the record alone removes the entry.
+    assert_eq!(
+        send(&c, "PURGE", &slate.url("/s/h*"), &[], "").await.status,
+        200
+    );
+    let e = entry("/s/hard").await;
+    assert_eq!(e.status, 404, "{}", e.text());
+    let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(j["purged"], true, "{j}");
+    assert!(j["error"].as_str().unwrap().contains("purge"), "{j}");
+    assert!(j["key"].as_str().unwrap().starts_with("slate:v1:e:"), "{j}");
+
+    assert_eq!(soft_purge(&c, &slate, "/s/soft").await.status, 200);
+    let e = entry("/s/soft").await;
+    assert_eq!(e.status, 200, "{}", e.text());
+    let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(j["status"], "soft-purged", "{j}");
     slate.stop().await;
 }
 
@@ -280,5 +358,5 @@ on_every_store!(
     purge_during_fill_is_not_undone,
     admin_api_forms,
     warm_urls_fetched_before_anyone_asks,
-    namespace_change_empties_the_cache,
+    namespace_change_needs_a_restart_then_empties_the_cache,
 );

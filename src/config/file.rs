@@ -95,8 +95,8 @@ pub struct FileRule {
     pub ttl: Option<S>,
     pub stale_while_revalidate: Option<S>,
     pub stale_if_error: Option<S>,
-    #[serde(default)]
-    pub override_origin: bool,
+    /// Spanned, so that `true` without a `ttl` can be refused at its line.
+    pub override_origin: Option<Spanned<bool>>,
     #[serde(default)]
     pub ignore_params: Vec<S>,
     #[serde(default)]

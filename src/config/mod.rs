@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-pub use validate::{parse_duration, parse_size};
+pub use validate::{parse_duration, parse_size, MAX_CONNECTIONS, MAX_DURATION, MIN_WARM_EVERY};
 
 /// One problem in a config file, located by line and column (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]

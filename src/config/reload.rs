@@ -43,19 +43,39 @@ impl Live {
 
     /// Reads `path` again and swaps it in if it is valid and changed. Returns whether the
     /// config changed; a bad file is an error and changes nothing.
+    ///
+    /// Some settings are read once at start-up and cannot follow a reload: the listeners,
+    /// `max_connections`, the store, and `cache.namespace`. A change to any of them is
+    /// logged as needing a restart. The namespace is also pinned to the running one in the
+    /// config swapped in: the store named its purge-log keys and its event channel after it
+    /// when it connected, so entries keyed under a new namespace would be purged and
+    /// announced under the old one (see [`crate::store::redis`]).
     pub fn reload(&self, path: &Path) -> Result<bool, super::ConfigError> {
-        let new = Config::load(path)?;
+        let mut new = Config::load(path)?;
         let old = self.get();
         if new.version == old.version {
             return Ok(false);
         }
+        let mut restart = Vec::new();
         if new.server.listen != old.server.listen
             || new.server.admin_listen != old.server.admin_listen
-            || new.store.kind != old.store.kind
-            || new.server.max_connections != old.server.max_connections
         {
+            restart.push("listen addresses");
+        }
+        if new.server.max_connections != old.server.max_connections {
+            restart.push("server.max_connections");
+        }
+        if new.store.kind != old.store.kind {
+            restart.push("the store");
+        }
+        if new.cache.namespace != old.cache.namespace {
+            restart.push("cache.namespace");
+            new.cache.namespace = old.cache.namespace.clone();
+        }
+        if !restart.is_empty() {
             tracing::warn!(
-                "listen addresses, max_connections and the store take effect only after a restart"
+                "{} changed: takes effect only after a restart",
+                restart.join(", ")
             );
         }
         tracing::info!(version = %new.version, rules = new.rules.len(), "config reloaded");

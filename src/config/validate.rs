@@ -46,10 +46,22 @@ impl Checker<'_> {
     fn duration(&mut self, v: &Option<S>, key: &str, default: Duration) -> Duration {
         match v {
             None => default,
-            Some(s) => parse_duration(s.get_ref()).unwrap_or_else(|e| {
+            Some(s) => self.bounded_duration(s, key).unwrap_or(default),
+        }
+    }
+
+    /// A duration of at most [`MAX_DURATION`]; `None` (and a problem) when it is not one.
+    fn bounded_duration(&mut self, s: &S, key: &str) -> Option<Duration> {
+        match parse_duration(s.get_ref()) {
+            Ok(d) if d <= MAX_DURATION => Some(d),
+            Ok(_) => {
+                self.bad(s, key, "must be at most 365d");
+                None
+            }
+            Err(e) => {
                 self.bad(s, key, e);
-                default
-            }),
+                None
+            }
         }
     }
 
@@ -120,6 +132,20 @@ fn key_at(text: &str, at: usize) -> Option<String> {
         None => key.to_string(),
     })
 }
+
+/// The longest duration any key takes. Far above any sensible setting, and far below what
+/// breaks the arithmetic on them: a deadline is `Instant::now()` plus a timeout (plus twice
+/// the fill lease), and `Instant + Duration` panics on overflow, which a value like
+/// `"500000000000years"` (it parses) would cause on the first request.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The most `server.max_connections` may be: each open connection is a file descriptor,
+/// and the limit becomes a semaphore whose constructor panics above `usize::MAX >> 3`.
+pub const MAX_CONNECTIONS: i64 = 1_000_000;
+
+/// The shortest `warm.every`: the warm loop wakes once a round even with no URLs (a reload
+/// may add some), so a zero round would spin a core.
+pub const MIN_WARM_EVERY: Duration = Duration::from_secs(1);
 
 /// Parses a duration: `"250ms"`, `"90s"`, `"1h"`, `"2d"`, `"1h 30m"`; `"0"` is zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -196,11 +222,14 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     };
     let max_connections = match &s.max_connections {
         None => 10_000,
-        Some(v) if *v.get_ref() >= 1 => *v.get_ref() as usize,
+        Some(v) if (1..=MAX_CONNECTIONS).contains(v.get_ref()) => *v.get_ref() as usize,
         Some(v) => {
             let p = c.loc.at(
                 Some(v.span()),
-                "server.max_connections: must be at least 1".into(),
+                format!(
+                    "server.max_connections: must be from 1 to {MAX_CONNECTIONS} (got {})",
+                    v.get_ref()
+                ),
             );
             c.problems.push(p);
             10_000
@@ -412,7 +441,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         urls: warm_urls,
         every: c.duration(&file.warm.every, "warm.every", Duration::from_secs(3600)),
     };
-    if !warm.urls.is_empty() && warm.every < Duration::from_secs(1) {
+    if warm.every < MIN_WARM_EVERY {
         if let Some(s) = &file.warm.every {
             c.bad(s, "warm.every", "must be at least 1s");
         }
@@ -507,12 +536,24 @@ fn rule(c: &mut Checker<'_>, r: &FileRule, global_ignore: &[Glob]) -> Option<Rul
             tags.push(v.to_string());
         }
     }
-    let ttl = r.ttl.as_ref().map(|s| {
-        parse_duration(s.get_ref()).unwrap_or_else(|e| {
-            c.bad(s, "rules.ttl", e);
-            Duration::ZERO
-        })
-    });
+    // `override_origin` replaces the origin's freshness with the rule's `ttl`; without a
+    // ttl there is nothing to replace it with, and the flag would silently do nothing.
+    let override_origin = match &r.override_origin {
+        Some(o) if *o.get_ref() && r.ttl.is_none() => {
+            let p = c.loc.at(
+                Some(o.span()),
+                "rules.override_origin: true needs a `ttl` in the same rule (the ttl that replaces the origin's freshness)".into(),
+            );
+            c.problems.push(p);
+            false
+        }
+        Some(o) => *o.get_ref(),
+        None => false,
+    };
+    let ttl = r
+        .ttl
+        .as_ref()
+        .map(|s| c.bounded_duration(s, "rules.ttl").unwrap_or(Duration::ZERO));
     Some(Rule {
         path: path.clone(),
         ttl,
@@ -522,7 +563,7 @@ fn rule(c: &mut Checker<'_>, r: &FileRule, global_ignore: &[Glob]) -> Option<Rul
             Duration::ZERO,
         ),
         stale_if_error: c.duration(&r.stale_if_error, "rules.stale_if_error", Duration::ZERO),
-        override_origin: r.override_origin,
+        override_origin,
         ignore_params,
         key_headers,
         tags,
@@ -563,6 +604,52 @@ mod tests {
         let lines: Vec<usize> = err.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![2, 4, 6], "{err:?}");
         assert!(err[0].message.contains("upstream.timeout"));
+    }
+
+    /// What README promises: serde stops at the first value of the wrong type, so it is
+    /// reported alone, before the checks that report every bad value at once.
+    #[test]
+    fn a_wrong_type_is_reported_first_and_alone() {
+        let err = parse(
+            "[server]\nlisten = 8080\nmax_connections = \"many\"\n[upstream]\ntimeout = \"forever\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert_eq!(err[0].line, 2, "{err:?}");
+        assert!(err[0].message.contains("server.listen"), "{err:?}");
+    }
+
+    /// Values that parse but would panic at run time (a semaphore too large, a deadline
+    /// past the end of `Instant`) are refused, every one at once, each with its key.
+    #[test]
+    fn out_of_range_values_refused() {
+        let err = parse(
+            "[server]\nmax_connections = 3000000000000000000\nidle_timeout = \"400d\"\n\
+             [upstream]\ntimeout = \"500000000000years\"\n\
+             [store]\nfill_lease = \"100000000000y\"\ntimeout = \"366d\"\n\
+             [warm]\nevery = \"0\"\n\
+             [[rules]]\npath = \"/\"\nttl = \"2years\"\nstale_if_error = \"9999d\"\n",
+        )
+        .unwrap_err();
+        let keys = [
+            "server.max_connections",
+            "server.idle_timeout",
+            "upstream.timeout",
+            "store.fill_lease",
+            "store.timeout",
+            "warm.every",
+            "rules.ttl",
+            "rules.stale_if_error",
+        ];
+        assert_eq!(err.len(), keys.len(), "{err:?}");
+        for key in keys {
+            assert!(
+                err.iter().any(|p| p.message.starts_with(key)),
+                "{key}: {err:?}"
+            );
+        }
+        let ok = parse("[server]\nmax_connections = 1000000\n[upstream]\ntimeout = \"365d\"\n");
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]
