@@ -277,6 +277,7 @@ fn installed(rt: &tokio::runtime::Runtime) -> Signals {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    slate::server::tune_allocator();
     slate::server::raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
