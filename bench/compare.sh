@@ -778,7 +778,7 @@ done
         rss_note=""
         [[ "$sys" == nginx ]] && rss_note=" ($NGINX_PROCS procs)"
         [[ "$sys" == varnish ]] && rss_note=" ($VARNISH_PROCS procs)"
-        rss="$(awk -v k="${RSS_KB[$sys]:-}" 'BEGIN { print k / 1024 }')"
+        rss="$(awk -v k="${RSS_KB[$sys]:-}" 'BEGIN { printf "%.1f", k / 1024 }')"
         [[ "$sys" == slate-redis-spread ]] && rss="(slate redis)"
         printf '| %s | %s | %.0f | %s | %s | %s | %.2f | %s | %s%s |\n' "${LABEL[$sys]}" "${WHAT[$sys]}" \
             "${RPS[$sys]}" "$(fmt_ms "${P50[$sys]}")" "$(fmt_ms "${P99[$sys]}")" "${ERR[$sys]}" "${CPU[$sys]}" \
