@@ -1,5 +1,8 @@
 //! Where entries live: one [`Store`] trait, an embedded [`memory`] store, and [`redis`]
-//! (single server or cluster) shared by every instance.
+//! (single server or cluster) shared by every instance, optionally behind the in-process
+//! [`tiered`] L1. Two ways to spare a lookup its work, both kept honest by per-key
+//! [`versions`]: [`hot`] per-thread copies in front of the in-process tiers, and [`flights`]:
+//! Redis lookups of one key in flight together share one `GET`.
 //!
 //! Besides entries, a store keeps the *purge log*: numbered purge records (exact URL, path
 //! prefix or tag, hard or soft). Instances apply the log to entries at lookup time, which is
