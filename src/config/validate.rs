@@ -65,6 +65,19 @@ impl Checker<'_> {
         }
     }
 
+    /// A timeout: a duration above zero (a zero timeout would fail everything at once: no
+    /// client could send its headers, no store or upstream could answer).
+    fn timeout(&mut self, v: &Option<S>, key: &str, default: Duration) -> Duration {
+        let d = self.duration(v, key, default);
+        match v {
+            Some(s) if d.is_zero() => {
+                self.bad(s, key, "must be more than 0");
+                default
+            }
+            _ => d,
+        }
+    }
+
     fn size(&mut self, v: &Option<S>, key: &str, default: u64) -> u64 {
         match v {
             None => default,
@@ -142,6 +155,10 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The most `server.max_connections` may be: each open connection is a file descriptor,
 /// and the limit becomes a semaphore whose constructor panics above `usize::MAX >> 3`.
 pub const MAX_CONNECTIONS: i64 = 1_000_000;
+
+/// The most `server.max_header_size` may be: HTTP/2 takes it as a `u32`, and no client needs
+/// more than a few MiB of headers.
+pub const MAX_HEADER_SIZE: u64 = 16 << 20;
 
 /// The shortest `warm.every`: the warm loop wakes once a round even with no URLs (a reload
 /// may add some), so a zero round would spin a core.
@@ -247,18 +264,28 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             8192
         }
     };
+    // HTTP/2 takes the limit as a u32, and nothing needs headers of more than a few MiB.
+    let max_header_size = match c.size(&s.max_header_size, "server.max_header_size", 64 << 10) {
+        n if n <= MAX_HEADER_SIZE => n as usize,
+        _ => {
+            if let Some(v) = &s.max_header_size {
+                c.bad(v, "server.max_header_size", "must be at most 16MiB");
+            }
+            64 << 10
+        }
+    };
     let server = ServerConfig {
         listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         admin_listen,
-        header_read_timeout: c.duration(
+        header_read_timeout: c.timeout(
             &s.header_read_timeout,
             "server.header_read_timeout",
             Duration::from_secs(10),
         ),
         max_connections,
         max_url_length,
-        max_header_size: c.size(&s.max_header_size, "server.max_header_size", 64 << 10) as usize,
-        idle_timeout: c.duration(
+        max_header_size,
+        idle_timeout: c.timeout(
             &s.idle_timeout,
             "server.idle_timeout",
             Duration::from_secs(60),
@@ -312,8 +339,8 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let upstream = UpstreamConfig {
         base: format!("http://{authority}"),
         authority,
-        timeout: c.duration(&u.timeout, "upstream.timeout", Duration::from_secs(60)),
-        connect_timeout: c.duration(
+        timeout: c.timeout(&u.timeout, "upstream.timeout", Duration::from_secs(60)),
+        connect_timeout: c.timeout(
             &u.connect_timeout,
             "upstream.connect_timeout",
             Duration::from_secs(5),
@@ -373,7 +400,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         memory_limit: c.size(&st.memory_limit, "store.memory_limit", 256 << 20),
         l1: c.size(&st.l1, "store.l1", 64 << 20),
         max_object_size: c.size(&st.max_object_size, "store.max_object_size", 8 << 20),
-        timeout: c.duration(&st.timeout, "store.timeout", Duration::from_millis(500)),
+        timeout: c.timeout(&st.timeout, "store.timeout", Duration::from_millis(500)),
         fill_lease: c.duration(&st.fill_lease, "store.fill_lease", Duration::from_secs(5)),
     };
     if store.fill_lease < Duration::from_millis(300) {
@@ -631,6 +658,21 @@ mod tests {
              [[rules]]\npath = \"/\"\nttl = \"2years\"\nstale_if_error = \"9999d\"\n",
         )
         .unwrap_err();
+        let zero = parse(
+            "[server]\nheader_read_timeout = \"0\"\nmax_header_size = \"5GiB\"\n\
+             [upstream]\nconnect_timeout = \"0\"\n",
+        )
+        .unwrap_err();
+        for key in [
+            "server.header_read_timeout",
+            "server.max_header_size",
+            "upstream.connect_timeout",
+        ] {
+            assert!(
+                zero.iter().any(|p| p.message.starts_with(key)),
+                "{key}: {zero:?}"
+            );
+        }
         let keys = [
             "server.max_connections",
             "server.idle_timeout",
