@@ -1,6 +1,7 @@
 //! Redis and Redis Cluster: the store shared by every instance.
 //!
-//! One `GET` per lookup, one `SET ... PX` per fill (Redis reclaims entries on its own), and
+//! At most one `GET` per lookup (lookups of one key in flight together share one:
+//! [`super::flights`]), one `SET ... PX` per fill (Redis reclaims entries on its own), and
 //! for purges two keys under one hash tag, so that the purge scripts run on one shard of a
 //! cluster too:
 //! - `slate:<ns>:{purge}:seq`: the purge sequence number (`INCR`ed by each purge);
