@@ -132,8 +132,9 @@ impl ReadFlights {
         &self.tables[super::versions::shard_of(key) % TABLES]
     }
 
-    /// Reads in flight now (for tests).
-    pub fn in_flight(&self) -> usize {
+    /// Reads in flight now.
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.tables
             .iter()
             .map(|t| t.lock().unwrap_or_else(PoisonError::into_inner).len())
