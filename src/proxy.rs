@@ -250,11 +250,15 @@ pub fn normal_url<'c>(
     Ok((key::with_query(npath, uri.query(), ignore)?, rule))
 }
 
-/// Whether the request carries credentials that the rule does not key on.
+/// Whether the request carries credentials that the rule does not key on (nor, for a
+/// cookie, ignore).
 fn unkeyed_credentials(headers: &HeaderMap, rule: Option<&Rule>) -> bool {
+    let ignored = |h: &HeaderName| {
+        rule.is_some_and(|r| r.key_headers.contains(h) || (r.ignore_cookies && h == header::COOKIE))
+    };
     [header::AUTHORIZATION, header::COOKIE]
         .iter()
-        .any(|h| headers.contains_key(h) && !rule.is_some_and(|r| r.key_headers.contains(h)))
+        .any(|h| headers.contains_key(h) && !ignored(h))
 }
 
 async fn cached(
@@ -303,6 +307,10 @@ impl Lookup {
             headers.remove(h);
         }
         let key_headers = self.rule.as_ref().map_or(&[][..], |r| &r.key_headers[..]);
+        if self.rule.as_ref().is_some_and(|r| r.ignore_cookies) {
+            // Shared by whoever asks: the first asker's cookie must not shape it.
+            headers.remove(header::COOKIE);
+        }
         for h in &cfg.cache.strip_headers {
             // A header that is part of the key is, by definition, safe to forward.
             if !key_headers.contains(h) {

@@ -209,11 +209,66 @@ async fn credentials_bypass_unless_keyed(store: StoreUnderTest) {
     slate.stop().await;
 }
 
+/// `ignore_cookies = true`: requests with cookies share one entry, and no cookie reaches
+/// the origin on a fill; other rules still pass cookie requests through, and a token is
+/// still a credential.
+async fn ignore_cookies_shares_and_forwards_none(store: StoreUnderTest) {
+    let origin = Origin::start(|p, n| {
+        let cookie = p
+            .headers
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_string();
+        Reply::ok(format!("cookie {cookie} #{n}"))
+    })
+    .await;
+    let rules = "[[rules]]\npath = \"/dash/\"\nttl = \"1h\"\nignore_cookies = true\n\
+                 [[rules]]\npath = \"/\"\nttl = \"1h\"\n";
+    let slate = Slate::start(&origin.url(), &store, rules).await;
+    let c = client();
+    let url = slate.url("/dash/sales");
+    let alice = send(&c, "GET", &url, &[("cookie", "session=alice")], "").await;
+    assert_eq!(alice.text(), "cookie none #1", "no cookie went upstream");
+    assert!(
+        alice.cache_status().contains("stored"),
+        "{}",
+        alice.cache_status()
+    );
+    let bob = send(&c, "GET", &url, &[("cookie", "session=bob")], "").await;
+    assert_eq!(bob.text(), "cookie none #1");
+    assert!(bob.cache_status().contains("hit"), "{}", bob.cache_status());
+    let token = send(&c, "GET", &url, &[("authorization", "Bearer x")], "").await;
+    assert_eq!(
+        token.text(),
+        "cookie none #2",
+        "a token request went upstream"
+    );
+    assert!(
+        token.cache_status().contains("detail=credentials"),
+        "{}",
+        token.cache_status()
+    );
+    let other = send(&c, "GET", &slate.url("/other"), &[("cookie", "s=1")], "").await;
+    assert!(
+        other.cache_status().contains("detail=credentials"),
+        "{}",
+        other.cache_status()
+    );
+    assert_eq!(
+        other.text(),
+        "cookie s=1 #1",
+        "passed through with its cookie"
+    );
+    slate.stop().await;
+}
+
 on_both_stores!(
     truncated_body_never_stored,
     upstream_down_is_502_and_slow_is_504,
     headers_forwarded_cleanly,
     credentials_bypass_unless_keyed,
+    ignore_cookies_shares_and_forwards_none,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,6 +105,8 @@ pub struct FileRule {
     pub tags: Vec<S>,
     #[serde(default = "yes")]
     pub cache: bool,
+    #[serde(default)]
+    pub ignore_cookies: bool,
 }
 
 fn yes() -> bool {

@@ -154,6 +154,10 @@ pub struct Rule {
     pub key_headers: Vec<HeaderName>,
     pub tags: Vec<String>,
     pub cache: bool,
+    /// Requests with a `Cookie` share entries like any other, and no cookie goes upstream
+    /// on a fill (Varnish's `unset req.http.Cookie` for a route): for reports that do not
+    /// depend on who asks. Off, a request with a cookie is passed through.
+    pub ignore_cookies: bool,
 }
 
 impl Config {

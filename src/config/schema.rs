@@ -58,6 +58,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "key_headers",
             "tags",
             "cache",
+            "ignore_cookies",
         ],
     ),
 ];

@@ -544,6 +544,11 @@ fn rule(c: &mut Checker<'_>, r: &FileRule, global_ignore: &[Glob]) -> Option<Rul
     let mut key_headers = Vec::new();
     for h in &r.key_headers {
         match HeaderName::from_bytes(h.get_ref().to_ascii_lowercase().as_bytes()) {
+            Ok(n) if n == http::header::COOKIE && r.ignore_cookies => c.bad(
+                h,
+                "rules.key_headers",
+                "cookie cannot be part of the key of a rule with ignore_cookies = true",
+            ),
             Ok(n) => key_headers.push(n),
             Err(_) => c.bad(h, "rules.key_headers", "not a valid header name"),
         }
@@ -595,6 +600,7 @@ fn rule(c: &mut Checker<'_>, r: &FileRule, global_ignore: &[Glob]) -> Option<Rul
         key_headers,
         tags,
         cache: r.cache,
+        ignore_cookies: r.ignore_cookies,
     })
 }
 
@@ -692,6 +698,17 @@ mod tests {
         }
         let ok = parse("[server]\nmax_connections = 1000000\n[upstream]\ntimeout = \"365d\"\n");
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn cookie_cannot_be_keyed_and_ignored() {
+        let err = parse(
+            "[[rules]]\npath = \"/\"\nttl = \"1h\"\nignore_cookies = true\nkey_headers = [\"Cookie\"]\n",
+        )
+        .unwrap_err();
+        assert!(err[0].message.starts_with("rules.key_headers"), "{err:?}");
+        let ok = parse("[[rules]]\npath = \"/\"\nttl = \"1h\"\nignore_cookies = true\n").unwrap();
+        assert!(ok.rules[0].ignore_cookies);
     }
 
     #[test]
