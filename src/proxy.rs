@@ -280,7 +280,12 @@ async fn cached(
     }
     let key_headers = rule.map_or(&[][..], |r| &r.key_headers[..]);
     let key = key::cache_key(&cfg.cache.namespace, url, key_headers, req.headers());
-    let (parts, _) = req.into_parts();
+    let (mut parts, _) = req.into_parts();
+    if rule.is_some_and(|r| r.ignore_cookies) {
+        // As if the client had sent none: not upstream (the first viewer's cookie must not
+        // shape what everyone is served), and not in a `Vary: Cookie` match either.
+        parts.headers.remove(header::COOKIE);
+    }
     let mut directives = policy::RequestDirectives::parse(&parts.headers);
     if !cfg.cache.honor_client_no_cache {
         directives.ignore_requests_for_fresher();
@@ -307,10 +312,6 @@ impl Lookup {
             headers.remove(h);
         }
         let key_headers = self.rule.as_ref().map_or(&[][..], |r| &r.key_headers[..]);
-        if self.rule.as_ref().is_some_and(|r| r.ignore_cookies) {
-            // Shared by whoever asks: the first asker's cookie must not shape it.
-            headers.remove(header::COOKIE);
-        }
         for h in &cfg.cache.strip_headers {
             // A header that is part of the key is, by definition, safe to forward.
             if !key_headers.contains(h) {

@@ -210,8 +210,8 @@ async fn credentials_bypass_unless_keyed(store: StoreUnderTest) {
 }
 
 /// `ignore_cookies = true`: requests with cookies share one entry, and no cookie reaches
-/// the origin on a fill; other rules still pass cookie requests through, and a token is
-/// still a credential.
+/// the origin on a fill (even `Vary: Cookie` then varies on nothing); other rules still
+/// pass cookie requests through, and a token is still a credential.
 async fn ignore_cookies_shares_and_forwards_none(store: StoreUnderTest) {
     let origin = Origin::start(|p, n| {
         let cookie = p
@@ -220,7 +220,7 @@ async fn ignore_cookies_shares_and_forwards_none(store: StoreUnderTest) {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("none")
             .to_string();
-        Reply::ok(format!("cookie {cookie} #{n}"))
+        Reply::ok(format!("cookie {cookie} #{n}")).header("vary", "Cookie")
     })
     .await;
     let rules = "[[rules]]\npath = \"/dash/\"\nttl = \"1h\"\nignore_cookies = true\n\
