@@ -250,21 +250,17 @@ pub fn normal_url<'c>(
     Ok((key::with_query(npath, uri.query(), ignore)?, rule))
 }
 
-/// Whether the request carries credentials that the rule does not key on (nor, for a
-/// cookie, ignore).
+/// Whether the request carries credentials that the rule does not key on.
 fn unkeyed_credentials(headers: &HeaderMap, rule: Option<&Rule>) -> bool {
-    let ignored = |h: &HeaderName| {
-        rule.is_some_and(|r| r.key_headers.contains(h) || (r.ignore_cookies && h == header::COOKIE))
-    };
     [header::AUTHORIZATION, header::COOKIE]
         .iter()
-        .any(|h| headers.contains_key(h) && !ignored(h))
+        .any(|h| headers.contains_key(h) && !rule.is_some_and(|r| r.key_headers.contains(h)))
 }
 
 async fn cached(
     shared: &Arc<Shared>,
     cfg: &Arc<Config>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Answer {
     let (url, rule) = normal_url(cfg, req.uri())?;
@@ -273,6 +269,11 @@ async fn cached(
         let s = CacheStatus::fwd(Phase::Bypass, "bypass").detail("rule");
         return pass(shared, cfg, req, peer, s).await;
     }
+    if rule.is_some_and(|r| r.ignore_cookies) {
+        // As if the client had sent none: no credential, not upstream (the first viewer's
+        // cookie must not shape what everyone is served), not in a `Vary: Cookie` match.
+        req.headers_mut().remove(header::COOKIE);
+    }
     if unkeyed_credentials(req.headers(), rule.map(|r| &**r)) {
         let req = req.map(|_| ProxyBody::Empty);
         let s = CacheStatus::fwd(Phase::Bypass, "bypass").detail("credentials");
@@ -280,12 +281,7 @@ async fn cached(
     }
     let key_headers = rule.map_or(&[][..], |r| &r.key_headers[..]);
     let key = key::cache_key(&cfg.cache.namespace, url, key_headers, req.headers());
-    let (mut parts, _) = req.into_parts();
-    if rule.is_some_and(|r| r.ignore_cookies) {
-        // As if the client had sent none: not upstream (the first viewer's cookie must not
-        // shape what everyone is served), and not in a `Vary: Cookie` match either.
-        parts.headers.remove(header::COOKIE);
-    }
+    let (parts, _) = req.into_parts();
     let mut directives = policy::RequestDirectives::parse(&parts.headers);
     if !cfg.cache.honor_client_no_cache {
         directives.ignore_requests_for_fresher();
