@@ -16,9 +16,21 @@
 //! The key hashes the namespace, the normalized URL and the values of the rule's
 //! `key_headers`, each length-prefixed so that no two inputs can run together. Nothing else
 //! from the client (Host, X-Forwarded-*, cookies) enters it.
+//!
+//! Every name slate gives to something in a store is made here, under `slate:<namespace>:`
+//! so that `redis-cli --scan --pattern 'slate:*'` finds slate's data and nothing else's:
+//! - `…:e:<blake3 hex>`: an entry ([`cache_key`]); `…:e:<hex>:v:<hex>`: one of its variants
+//!   ([`variant_key`]); `…:l:<hex>`: its fill lock ([`lock_key`]);
+//! - `…:{purge}:seq`, `…:{purge}:log`: the purge log, under one hash tag so the purge
+//!   scripts run on one shard of a cluster;
+//! - `…:events`: the event channel.
+//!
+//! All of those keys end in hex digits of a blake3 hash, which is what [`shard_hash`] relies
+//! on to spread them cheaply.
 
-use crate::config::Glob;
+use crate::config::{Config, Glob, Rule};
 use http::{HeaderMap, HeaderName};
+use std::sync::Arc;
 
 /// Why a URL cannot be made into a key; answered with 400.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -171,6 +183,18 @@ pub fn with_query(
     Ok(NormalUrl { path, url })
 }
 
+/// Normalizes a request URL's path and query with the rule that applies to it: the rule is
+/// matched on the normalized path, once per request, and its `ignore_params` apply.
+pub fn route<'c>(
+    cfg: &'c Config,
+    uri: &http::Uri,
+) -> Result<(NormalUrl, Option<&'c Arc<Rule>>), KeyError> {
+    let npath = normalize_path(uri.path())?;
+    let rule = cfg.rule_for(&npath);
+    let ignore = rule.map_or(&cfg.cache.ignore_params, |r| &r.ignore_params);
+    Ok((with_query(npath, uri.query(), ignore)?, rule))
+}
+
 /// Builds the key for a normalized URL and the request's `key_headers`.
 pub fn cache_key(
     namespace: &str,
@@ -222,6 +246,30 @@ pub fn vary_value(headers: &HeaderMap, name: &str) -> String {
     out
 }
 
+/// The fill lock of the entry key `key` (`slate:<ns>:e:<hash>` → `slate:<ns>:l:<hash>`).
+pub fn lock_key(key: &str) -> String {
+    match key.rsplit_once(":e:") {
+        Some((prefix, hash)) => format!("{prefix}:l:{hash}"),
+        // Not an entry key (none is made elsewhere): a lock of its own all the same.
+        None => format!("{key}:l"),
+    }
+}
+
+/// The purge log's sequence number.
+pub fn purge_seq_key(namespace: &str) -> String {
+    format!("slate:{namespace}:{{purge}}:seq")
+}
+
+/// The purge log: a sorted set of records scored by their number.
+pub fn purge_log_key(namespace: &str) -> String {
+    format!("slate:{namespace}:{{purge}}:log")
+}
+
+/// The channel instances sharing a store publish their events on.
+pub fn events_channel(namespace: &str) -> String {
+    format!("slate:{namespace}:events")
+}
+
 /// The key of one variant of `key`: what its selecting header values were.
 pub fn variant_key(key: &str, vary: &[(String, String)]) -> String {
     let mut h = blake3::Hasher::new();
@@ -232,6 +280,46 @@ pub fn variant_key(key: &str, vary: &[(String, String)]) -> String {
         h.update(v.as_bytes());
     }
     format!("{key}:v:{}", &h.finalize().to_hex()[..32])
+}
+
+/// A cheap hash of a key made here, for spreading keys over shards and hash maps: the
+/// FNV-1a of its last 8 characters, which are hex digits of a blake3 hash for every key
+/// made in this module, and so as good as a hash.
+pub fn shard_hash(key: &str) -> u64 {
+    tail_hash(FNV_OFFSET, key.as_bytes(), 8)
+}
+
+/// FNV-1a over the last `n` bytes of `b`, continuing from `h`.
+fn tail_hash(mut h: u64, b: &[u8], n: usize) -> u64 {
+    for &c in &b[b.len().saturating_sub(n)..] {
+        h = (h ^ c as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// A `HashMap` hasher for keys made here: hashing their last 16 characters is enough, and
+/// much cheaper than SipHash over the whole key.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHash;
+
+pub struct KeyHasher(u64);
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(FNV_OFFSET)
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = tail_hash(self.0, bytes, 16);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[cfg(test)]
@@ -288,5 +376,25 @@ mod tests {
         // Headers outside key_headers never matter.
         h.insert("x-forwarded-host", "evil".parse().unwrap());
         assert_eq!(b.key, cache_key("v1", url, &[accept], &h).key);
+    }
+
+    #[test]
+    fn every_store_name_is_under_the_namespace() {
+        let url = normalize("/r", None, &[]).unwrap();
+        let k = cache_key("a:e:b", url, &[], &HeaderMap::new()).key;
+        let hash = k.rsplit(':').next().unwrap().to_string();
+        // A namespace that looks like a key's own separator does not confuse the lock.
+        assert_eq!(lock_key(&k), format!("slate:a:e:b:l:{hash}"));
+        assert!(variant_key(&k, &[("accept".into(), "text/csv".into())])
+            .starts_with(&format!("{k}:v:")));
+        for name in [
+            purge_seq_key("v1"),
+            purge_log_key("v1"),
+            events_channel("v1"),
+        ] {
+            assert!(name.starts_with("slate:v1:"), "{name}");
+        }
+        // A key and its lock end in the same hash, so they share a shard.
+        assert_eq!(shard_hash(&k), shard_hash(&lock_key(&k)));
     }
 }

@@ -27,87 +27,29 @@ pub mod config;
 pub mod demo;
 pub mod entry;
 pub mod error;
+mod instance;
 pub mod key;
 pub mod metrics;
 pub mod phase;
 pub mod policy;
 pub mod proxy;
 pub mod purge;
+mod purge_api;
 pub mod server;
 pub mod status;
 pub mod store;
 pub mod upstream;
 
+pub use instance::{Instance, Shared, StartError};
+
 use crate::clock::Clock;
-use crate::config::{reload::Live, Config, StoreKind};
-use crate::proxy::Shared;
-use crate::store::Store;
+use crate::config::Config;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Why an instance could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("store: {0}")]
-    Store(#[from] store::StoreError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// One slate instance: its store, purge log, fills in flight and counters.
-#[derive(Clone)]
-pub struct Instance {
-    pub shared: Arc<Shared>,
-}
-
 impl Instance {
-    /// Connects the store named by `config` and loads the purge log.
-    pub async fn start(config: Config, clock: Clock) -> Result<Instance, StartError> {
-        // Read once: the store names its purge log and event channel after the namespace,
-        // so a reload keeps it (see `Live::reload`) and only a restart changes it.
-        let ns = config.cache.namespace.clone();
-        let timeout = config.store.timeout;
-        let store: Arc<dyn Store> = match &config.store.kind {
-            StoreKind::Memory => {
-                Arc::new(store::memory::MemoryStore::new(config.store.memory_limit))
-            }
-            StoreKind::Redis { url } => Arc::new(store::redis::connect(url, &ns, timeout)?),
-            StoreKind::RedisCluster { nodes } => {
-                Arc::new(store::redis::connect_cluster(nodes, &ns, timeout).await?)
-            }
-        };
-        let store: Arc<dyn Store> = if config.store.l1 > 0 && store.shared() {
-            Arc::new(store::tiered::TieredStore::new(
-                store,
-                config.store.l1,
-                clock.clone(),
-            ))
-        } else {
-            store
-        };
-        Ok(Self::with_store(config, clock, store).await)
-    }
-
-    /// An instance on a store built by the caller (tests use this to share one memory store).
-    pub async fn with_store(config: Config, clock: Clock, store: Arc<dyn Store>) -> Instance {
-        let purges = purge::Purges::load(store.clone(), clock.clone()).await;
-        let shared = Shared {
-            upstream: upstream::Upstream::new(&config.upstream),
-            live: Live::new(config),
-            store,
-            purges,
-            flights: coalesce::Coalescer::new(),
-            clock,
-            metrics: metrics::Metrics::default(),
-            tasks: tokio_util::task::TaskTracker::new(),
-        };
-        Instance {
-            shared: Arc::new(shared),
-        }
-    }
-
     /// Serves the proxy (and admin) listener until `shutdown` completes, then drains:
     /// stops accepting, lets in-flight requests and then fills finish, all within one
     /// `server.shutdown_timeout` from the moment `shutdown` completes, and returns.

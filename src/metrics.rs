@@ -106,16 +106,63 @@ pub struct RouteStats {
     pub saved_ms: Counter,
 }
 
-/// The purge forms and outcomes counted.
-/// `unknown`: refused before its form could be read (bad JSON, no authorization).
-pub const PURGE_FORMS: [&str; 4] = ["url", "prefix", "tags", "unknown"];
-pub const PURGE_OUTCOMES: [&str; 3] = ["ok", "refused", "error"];
+/// What a purge covers, as counted and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeForm {
+    Url,
+    Prefix,
+    Tags,
+    /// Refused before its form could be read (bad JSON, no authorization).
+    Unknown,
+}
+
+impl PurgeForm {
+    pub const ALL: [PurgeForm; 4] = [
+        PurgeForm::Url,
+        PurgeForm::Prefix,
+        PurgeForm::Tags,
+        PurgeForm::Unknown,
+    ];
+
+    /// Metric label, and the `scope` of a purge's answer.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeForm::Url => "url",
+            PurgeForm::Prefix => "prefix",
+            PurgeForm::Tags => "tags",
+            PurgeForm::Unknown => "unknown",
+        }
+    }
+}
+
+/// How a purge ended, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeOutcome {
+    Ok,
+    /// Not authorized, or malformed.
+    Refused,
+    /// The store did not take it.
+    Error,
+}
+
+impl PurgeOutcome {
+    pub const ALL: [PurgeOutcome; 3] =
+        [PurgeOutcome::Ok, PurgeOutcome::Refused, PurgeOutcome::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeOutcome::Ok => "ok",
+            PurgeOutcome::Refused => "refused",
+            PurgeOutcome::Error => "error",
+        }
+    }
+}
 
 /// One line of the recent-purges list on `/status`.
 #[derive(Clone, Debug)]
 pub struct PurgeNote {
     pub at_ms: u64,
-    pub scope: &'static str,
+    pub scope: PurgeForm,
     pub targets: String,
     pub soft: bool,
     pub source: String,
@@ -138,7 +185,7 @@ pub struct Metrics {
     pub remote_waits: Counter,
     /// Fill locks taken over from an instance that died or gave up.
     pub lock_takeovers: Counter,
-    purges: [[Counter; 3]; 4],
+    purges: [[Counter; PurgeOutcome::ALL.len()]; PurgeForm::ALL.len()],
     recent_purges: Mutex<VecDeque<PurgeNote>>,
     /// (unix seconds, total requests, hits) every few seconds, for the status chart.
     samples: Mutex<VecDeque<(u64, u64, u64)>>,
@@ -242,22 +289,8 @@ impl Metrics {
         v
     }
 
-    pub fn purge(&self, form: &str, outcome: &str) {
-        let f = PURGE_FORMS.iter().position(|x| *x == form).unwrap_or(3);
-        let o = PURGE_OUTCOMES
-            .iter()
-            .position(|x| *x == outcome)
-            .unwrap_or(0);
-        self.purges[f][o].add(1);
-    }
-
-    pub fn purges(&self, form: &str, outcome: &str) -> u64 {
-        let f = PURGE_FORMS.iter().position(|x| *x == form).unwrap_or(0);
-        let o = PURGE_OUTCOMES
-            .iter()
-            .position(|x| *x == outcome)
-            .unwrap_or(0);
-        self.purges[f][o].get()
+    pub fn purge(&self, form: PurgeForm, outcome: PurgeOutcome) {
+        self.purges[form as usize][outcome as usize].add(1);
     }
 
     pub fn note_purge(&self, n: PurgeNote) {
@@ -359,12 +392,14 @@ impl Metrics {
             "# HELP slate_upstream_seconds_saved_total Upstream time spared by hits: the fill time of every response served from cache.\n# TYPE slate_upstream_seconds_saved_total counter\nslate_upstream_seconds_saved_total {saved}"
         );
         s.push_str("# HELP slate_purges_total Purges by form and outcome.\n# TYPE slate_purges_total counter\n");
-        for f in PURGE_FORMS {
-            for o in PURGE_OUTCOMES {
+        for f in PurgeForm::ALL {
+            for o in PurgeOutcome::ALL {
                 let _ = writeln!(
                     s,
-                    "slate_purges_total{{form=\"{f}\",outcome=\"{o}\"}} {}",
-                    self.purges(f, o)
+                    "slate_purges_total{{form=\"{}\",outcome=\"{}\"}} {}",
+                    f.as_str(),
+                    o.as_str(),
+                    self.purges[f as usize][o as usize].get()
                 );
             }
         }

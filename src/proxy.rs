@@ -14,18 +14,17 @@
 //! client that hangs up cancels nothing: the entry is still stored for the next one.
 
 use crate::body::ProxyBody;
-use crate::clock::Clock;
-use crate::coalesce::{Coalescer, Outcome, Role};
-use crate::config::{reload::Live, Config, Rule};
+use crate::coalesce::{Outcome, Role};
+use crate::config::{Config, Rule};
 use crate::entry::{self, Entry};
 use crate::error::ProxyError;
+use crate::instance::Shared;
 use crate::key::{self, CacheKey};
-use crate::metrics::Metrics;
 use crate::phase::{CacheStatus, Phase};
 use crate::policy::{self, Decision};
-use crate::purge::{PurgeRequest, Purges, Target, Verdict};
-use crate::store::{Event, Store};
-use crate::upstream::{Upstream, UpstreamError, UNKEYED_REQUEST_HEADERS};
+use crate::purge::{PurgeRequest, Target, Verdict};
+use crate::store::{Coordination, Event, FillReport};
+use crate::upstream::{UpstreamError, UNKEYED_REQUEST_HEADERS};
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -34,20 +33,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::task::TaskTracker;
-
-/// Everything one slate instance shares between its requests.
-pub struct Shared {
-    pub live: Live,
-    pub store: Arc<dyn Store>,
-    pub purges: Purges,
-    pub flights: Coalescer,
-    pub upstream: Upstream,
-    pub clock: Clock,
-    pub metrics: Metrics,
-    /// Fills and refreshes in flight; drained on shutdown.
-    pub tasks: TaskTracker,
-}
 
 /// What the leader's client gets from the fill.
 enum ForLeader {
@@ -225,7 +210,8 @@ async fn route(
             "CONNECT is not supported by a reverse proxy".into(),
         )),
         _ if req.method().as_str() == "PURGE" => {
-            crate::admin::purge_method(shared, cfg, req, peer).await
+            let resp = crate::purge_api::purge_method(shared, cfg, req, peer).await?;
+            Ok((resp, CacheStatus::new(Phase::Purge)))
         }
         // Safe methods pass through untouched.
         Method::OPTIONS | Method::TRACE => {
@@ -237,17 +223,6 @@ async fn route(
         // (RFC 9111 §4.4): pass through, and invalidate on success.
         _ => unsafe_method(shared, cfg, req, peer).await,
     }
-}
-
-/// Normalizes a request URL's path and query with the rule that applies to it.
-pub fn normal_url<'c>(
-    cfg: &'c Config,
-    uri: &http::Uri,
-) -> Result<(key::NormalUrl, Option<&'c Arc<Rule>>), ProxyError> {
-    let npath = key::normalize_path(uri.path())?;
-    let rule = cfg.rule_for(&npath);
-    let ignore = rule.map_or(&cfg.cache.ignore_params, |r| &r.ignore_params);
-    Ok((key::with_query(npath, uri.query(), ignore)?, rule))
 }
 
 /// Whether the request carries credentials that the rule does not key on.
@@ -263,7 +238,7 @@ async fn cached(
     mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Answer {
-    let (url, rule) = normal_url(cfg, req.uri())?;
+    let (url, rule) = key::route(cfg, req.uri())?;
     if rule.is_some_and(|r| !r.cache) {
         let req = req.map(|_| ProxyBody::Empty);
         let s = CacheStatus::fwd(Phase::Bypass, "bypass").detail("rule");
@@ -346,11 +321,11 @@ enum Found {
 
 async fn store_get(shared: &Shared, key: &str) -> Option<Arc<Entry>> {
     // This thread's copy of a hot entry: no lookup to time (see `store::hot`).
-    if let Some(e) = shared.store.get_hot(key) {
+    if let Some(e) = shared.store.entries.get_hot(key) {
         return Some(e);
     }
     let t = std::time::Instant::now();
-    let r = shared.store.get(key).await;
+    let r = shared.store.entries.get(key).await;
     shared.metrics.store_latency.observe(t.elapsed());
     match r {
         Ok(e) => e,
@@ -632,7 +607,7 @@ pub async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyEr
     let uri: http::Uri = url
         .parse()
         .map_err(|_| ProxyError::BadRequest(format!("bad warm URL {url:?}")))?;
-    let (nurl, rule) = normal_url(&cfg, &uri)?;
+    let (nurl, rule) = key::route(&cfg, &uri)?;
     if rule.is_some_and(|r| !r.cache) {
         return Err(ProxyError::BadRequest(format!(
             "{url}: its rule says cache = false"
@@ -711,17 +686,12 @@ fn shared_by_another(entry: Arc<Entry>) -> Arc<Outcome> {
 /// the owner's event.
 const REMOTE_POLL: Duration = Duration::from_millis(250);
 
-/// The fill lock of an entry key: `slate:<ns>:e:<hash>` → `slate:<ns>:l:<hash>`.
-fn lock_key(key: &str) -> String {
-    key.replacen(":e:", ":l:", 1)
-}
-
 /// The next `Filled` event for `key`; `None` when events are unavailable (then the caller's
 /// poll is all there is).
 async fn next_filled(
     events: &mut Option<tokio::sync::broadcast::Receiver<Event>>,
     key: &str,
-) -> Option<String> {
+) -> Option<FillReport> {
     let Some(rx) = events else {
         return std::future::pending().await;
     };
@@ -786,10 +756,9 @@ async fn read_limited(
 impl Fill {
     async fn run(mut self, permit: crate::coalesce::Permit) {
         let leader = self.leader.take();
-        let (outcome, private) = if self.shared.store.shared() {
-            self.across_instances().await
-        } else {
-            self.fetch().await
+        let (outcome, private) = match &self.shared.store.peers {
+            Some(peers) => self.across_instances(&**peers).await,
+            None => self.fetch().await,
         };
         // Release the key only now: the entry (if any) is in the store already.
         permit.finish(outcome.clone());
@@ -806,18 +775,18 @@ impl Fill {
     /// lock when done; waiters wake on the owner's `Filled` event (or a bounded poll) and
     /// answer from the store. A lock whose owner died expires after one lease, and one
     /// waiter takes it over. A store that does not answer is no reason to fail: we fetch.
-    async fn across_instances(&self) -> FillResult {
+    async fn across_instances(&self, peers: &dyn Coordination) -> FillResult {
         let sh = &self.shared;
         let key = &self.lookup.key.key;
-        let lock = lock_key(key);
+        let lock = key::lock_key(key);
         let token = format!("{:016x}", rand::random::<u64>());
         let lease = self.cfg.store.fill_lease;
         let deadline = tokio::time::Instant::now() + self.cfg.upstream.timeout + lease * 2;
         // Subscribe before trying the lock, so the owner's event cannot slip between.
-        let mut events = sh.store.events();
+        let mut events = Some(peers.subscribe());
         let mut waited = false;
         loop {
-            match sh.store.lock(&lock, &token, lease).await {
+            match peers.acquire(&lock, &token, lease).await {
                 Ok(false) => {}
                 Ok(true) => {
                     if waited {
@@ -827,13 +796,13 @@ impl Fill {
                     if let Found::Fresh(e) =
                         classify(sh, find(sh, &self.lookup).await, &self.lookup)
                     {
-                        let _ = sh.store.unlock(&lock, &token).await;
+                        let _ = peers.release(&lock, &token).await;
                         return (shared_by_another(e), None);
                     }
                     let renew = async {
                         loop {
                             tokio::time::sleep(lease / 3).await;
-                            if !matches!(sh.store.renew(&lock, &token, lease).await, Ok(true)) {
+                            if !matches!(peers.renew(&lock, &token, lease).await, Ok(true)) {
                                 tracing::warn!(key, "lost the fill lock while fetching");
                             }
                         }
@@ -842,14 +811,13 @@ impl Fill {
                         r = self.fetch() => r,
                         _ = renew => unreachable!("the renew loop never ends"),
                     };
-                    let _ = sh.store.unlock(&lock, &token).await;
+                    let _ = peers.release(&lock, &token).await;
                     let said = match &*result.0 {
-                        Outcome::Shared { stored: true, .. } => "stored".to_string(),
-                        Outcome::Failed(e) => format!("error:{e}"),
-                        _ => "pass".to_string(),
+                        Outcome::Shared { stored: true, .. } => FillReport::Stored,
+                        Outcome::Failed(e) => FillReport::Failed(e.to_string()),
+                        _ => FillReport::Pass,
                     };
-                    let _ = sh
-                        .store
+                    let _ = peers
                         .publish(Event::Filled {
                             key: key.clone(),
                             result: said,
@@ -873,16 +841,14 @@ impl Fill {
                 if let Found::Fresh(e) = classify(sh, find(sh, &self.lookup).await, &self.lookup) {
                     return (shared_by_another(e), None);
                 }
-                match said.as_deref() {
-                    Some("pass") => return (Arc::new(Outcome::Pass), None),
-                    Some(s) if s.starts_with("error:") => {
-                        let e = UpstreamError::Broken(format!(
-                            "the instance that fetched it: {}",
-                            &s[6..]
-                        ));
+                match said {
+                    Some(FillReport::Pass) => return (Arc::new(Outcome::Pass), None),
+                    Some(FillReport::Failed(why)) => {
+                        let e =
+                            UpstreamError::Broken(format!("the instance that fetched it: {why}"));
                         return (Arc::new(Outcome::Failed(e)), None);
                     }
-                    _ => {}
+                    Some(FillReport::Stored) | None => {}
                 }
                 if tokio::time::Instant::now() > deadline {
                     return (
@@ -894,7 +860,7 @@ impl Fill {
                 }
                 // The lock gone without an entry: its owner died (or stored nothing); try
                 // to take it over.
-                if !matches!(sh.store.locked(&lock).await, Ok(true)) {
+                if !matches!(peers.held(&lock).await, Ok(true)) {
                     break;
                 }
             }
@@ -1075,11 +1041,12 @@ impl Fill {
         if !entry.vary.is_empty() {
             result = sh
                 .store
+                .entries
                 .put(&key::variant_key(key, &entry.vary), entry.clone(), keep)
                 .await;
         }
         if result.is_ok() {
-            result = sh.store.put(key, entry.clone(), keep).await;
+            result = sh.store.entries.put(key, entry.clone(), keep).await;
         }
         match result {
             Ok(()) => true,
@@ -1176,7 +1143,7 @@ fn same_origin_url(cfg: &Config, v: &str, host: Option<&str>, base_path: &str) -
     };
     let path_and_query = path_and_query.split('#').next().unwrap_or_default();
     let uri: http::Uri = path_and_query.parse().ok()?;
-    normal_url(cfg, &uri).ok().map(|(u, _)| u.url)
+    key::route(cfg, &uri).ok().map(|(u, _)| u.url)
 }
 
 /// Unsafe methods (POST, PUT, PATCH, DELETE, and any unknown one): pass through; a success
@@ -1187,7 +1154,7 @@ async fn unsafe_method(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Answer {
-    let target = normal_url(cfg, req.uri()).ok().map(|(u, _)| u.url);
+    let target = key::route(cfg, req.uri()).ok().map(|(u, _)| u.url);
     let host = req
         .headers()
         .get(header::HOST)

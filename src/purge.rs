@@ -20,7 +20,8 @@
 //! down, every [`POLL_SUBSCRIBED`] while it is up.
 
 use crate::entry::Entry;
-use crate::store::{Store, StoreResult};
+use crate::store::{Coordination, Event, PurgeLog, StoreResult};
+pub use crate::store::{PurgeRecord, PurgeRequest, Target};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -32,74 +33,6 @@ pub const POLL_EVERY: Duration = Duration::from_millis(40);
 
 /// The same, while the subscription is up and delivers every purge as it happens.
 pub const POLL_SUBSCRIBED: Duration = Duration::from_secs(1);
-
-/// What a purge covers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Target {
-    /// One normalized URL (path and query), every `key_headers` variant of it.
-    Url(String),
-    /// Every entry whose normalized path starts with this.
-    Prefix(String),
-    /// Every entry carrying this tag.
-    Tag(String),
-}
-
-/// One purge as asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PurgeRequest {
-    pub targets: Vec<Target>,
-    pub soft: bool,
-}
-
-/// A purge as logged: numbered, and dropped after `expires_ms`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PurgeRecord {
-    pub seq: u64,
-    pub req: PurgeRequest,
-    pub expires_ms: u64,
-}
-
-impl PurgeRequest {
-    /// Text form used as a Redis sorted-set member: `h|s`, then one `u/p/t` + target per
-    /// line. Targets are normalized URLs, paths or tags, which hold no newline.
-    pub fn encode(&self, expires_ms: u64) -> String {
-        let mut s = format!("{}{}", if self.soft { 's' } else { 'h' }, expires_ms);
-        for t in &self.targets {
-            let (c, v) = match t {
-                Target::Url(v) => ('u', v),
-                Target::Prefix(v) => ('p', v),
-                Target::Tag(v) => ('t', v),
-            };
-            s.push('\n');
-            s.push(c);
-            s.push_str(v);
-        }
-        s
-    }
-
-    /// Parses [`Self::encode`]'s output; `None` for anything else.
-    pub fn decode(s: &str) -> Option<(PurgeRequest, u64)> {
-        let mut lines = s.split('\n');
-        let head = lines.next()?;
-        let soft = match head.as_bytes().first()? {
-            b's' => true,
-            b'h' => false,
-            _ => return None,
-        };
-        let expires_ms = head[1..].parse().ok()?;
-        let mut targets = Vec::new();
-        for l in lines {
-            let v = l.get(1..)?.to_string();
-            targets.push(match l.as_bytes().first()? {
-                b'u' => Target::Url(v),
-                b'p' => Target::Prefix(v),
-                b't' => Target::Tag(v),
-                _ => return None,
-            });
-        }
-        Some((PurgeRequest { targets, soft }, expires_ms))
-    }
-}
 
 /// What the purge log says of one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,17 +149,24 @@ impl PurgeTable {
 #[derive(Clone)]
 pub struct Purges {
     table: Arc<ArcSwap<PurgeTable>>,
-    store: Arc<dyn Store>,
+    log: Arc<dyn PurgeLog>,
+    /// Other instances write to the log too: poll it, and listen for their purges.
+    peers: Option<Arc<dyn Coordination>>,
     clock: crate::clock::Clock,
 }
 
 impl Purges {
     /// Loads the whole log from the store (an empty table when the store is down: the
     /// poller catches up once it answers).
-    pub async fn load(store: Arc<dyn Store>, clock: crate::clock::Clock) -> Purges {
+    pub async fn load(
+        log: Arc<dyn PurgeLog>,
+        peers: Option<Arc<dyn Coordination>>,
+        clock: crate::clock::Clock,
+    ) -> Purges {
         let p = Purges {
             table: Arc::new(ArcSwap::from_pointee(PurgeTable::default())),
-            store,
+            log,
+            peers,
             clock,
         };
         if let Err(e) = p.sync().await {
@@ -261,7 +201,7 @@ impl Purges {
     /// Fetches and applies records issued since the last one applied.
     pub async fn sync(&self) -> StoreResult<()> {
         let have = self.seq();
-        let (seq, records) = self.store.purge_since(have).await?;
+        let (seq, records) = self.log.purge_since(have).await?;
         if seq != have || !records.is_empty() {
             self.merge(seq, &records);
         }
@@ -271,7 +211,7 @@ impl Purges {
     /// Logs a purge in the store and applies it here at once; returns its number.
     pub async fn purge(&self, req: PurgeRequest) -> StoreResult<u64> {
         let expires = self.clock.now_ms() + crate::policy::MAX_ENTRY_LIFETIME.as_millis() as u64;
-        let seq = self.store.purge_add(&req, expires).await?;
+        let seq = self.log.purge_add(&req, expires).await?;
         self.merge(
             0,
             &[PurgeRecord {
@@ -289,14 +229,14 @@ impl Purges {
 
     /// Polls a shared store for purges made by other instances, until `shutdown`.
     pub async fn poll(self, mut shutdown: crate::server::Stop) {
-        if !self.store.shared() {
+        let Some(peers) = self.peers.clone() else {
             return;
-        }
+        };
         // Events make a purge take effect here within one round trip. The poll is the net
         // under them: every 40 ms while the event subscription is down (and at start, until
         // it is up), every second while it is up.
-        let mut events = self.store.events();
-        let mut subscribed = self.store.events_up();
+        let mut events = Some(peers.subscribe());
+        let mut subscribed = peers.subscribed();
         loop {
             let every = if subscribed {
                 POLL_SUBSCRIBED
@@ -316,7 +256,7 @@ impl Purges {
                 _ = shutdown.changed() => return,
             };
             let behind = nudged
-                || match self.store.purge_seq().await {
+                || match self.log.purge_seq().await {
                     Ok(seq) => seq != self.seq(),
                     Err(e) => {
                         tracing::debug!(error = %e, "purge log poll failed");
@@ -341,10 +281,7 @@ enum Nudge {
 }
 
 /// Waits for an event about the purge log.
-async fn next_event(
-    events: &mut Option<tokio::sync::broadcast::Receiver<crate::store::Event>>,
-) -> Nudge {
-    use crate::store::Event;
+async fn next_event(events: &mut Option<tokio::sync::broadcast::Receiver<Event>>) -> Nudge {
     let Some(rx) = events else {
         return std::future::pending().await;
     };
@@ -423,15 +360,5 @@ mod tests {
         assert_eq!(t.verdict(&entry("/a", &["finance"], 2)), Verdict::Valid);
         assert_eq!(t.verdict(&entry("/x?a=1", &["finance"], 0)), Verdict::Gone);
         assert_eq!(t.verdict(&entry("/x?a=2", &[], 0)), Verdict::Valid);
-    }
-
-    #[test]
-    fn record_text_round_trip() {
-        let r = PurgeRequest {
-            targets: vec![Target::Url("/a?b=1".into()), Target::Tag("t".into())],
-            soft: true,
-        };
-        assert_eq!(PurgeRequest::decode(&r.encode(99)), Some((r, 99)));
-        assert_eq!(PurgeRequest::decode("x1\nq"), None);
     }
 }

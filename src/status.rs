@@ -3,9 +3,9 @@
 
 use crate::body::ProxyBody;
 use crate::config::Config;
+use crate::instance::Shared;
 use crate::metrics::is_hit;
 use crate::phase::Phase;
-use crate::proxy::Shared;
 use http::{header, HeaderValue, Response};
 use std::fmt::Write;
 
@@ -120,7 +120,7 @@ pub fn page(shared: &Shared, cfg: &Config, store_ok: bool) -> Response<ProxyBody
             purges,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&when),
-            p.scope,
+            p.scope.as_str(),
             esc(&p.targets),
             if p.soft { "soft" } else { "hard" },
             esc(&p.source)
@@ -129,10 +129,9 @@ pub fn page(shared: &Shared, cfg: &Config, store_ok: bool) -> Response<ProxyBody
     if purges.is_empty() {
         purges.push_str("<tr><td colspan=\"5\">none yet</td></tr>");
     }
-    let l1 = match shared.store.l1() {
+    let l1 = match shared.store.entries.stats().l1 {
         Some(l1) => {
-            let st = &l1.stats;
-            let (h, mi) = (st.hits.get(), st.misses.get());
+            let (h, mi) = (l1.hits, l1.misses);
             let ratio = if h + mi == 0 {
                 0.0
             } else {
@@ -140,12 +139,12 @@ pub fn page(shared: &Shared, cfg: &Config, store_ok: bool) -> Response<ProxyBody
             };
             format!(
                 "in-process tier: {} &middot; {:.1} MiB &middot; L1 hit ratio {ratio:.1}%",
-                if l1.is_trusted() {
+                if l1.trusted {
                     "in use"
                 } else {
                     "bypassed (no invalidation subscription)"
                 },
-                l1.bytes() as f64 / 1048576.0
+                l1.bytes as f64 / 1048576.0
             )
         }
         None => "no in-process tier".to_string(),
@@ -180,7 +179,7 @@ td.n{{text-align:right;font-variant-numeric:tabular-nums}}.ok{{color:#2da44e}}.b
         total = m.total(),
         saved = m.saved_ms.get() as f64 / 1000.0,
         sc = if store_ok { "ok" } else { "bad" },
-        store = esc(shared.store.name()),
+        store = esc(shared.store.entries.name()),
         sh = if store_ok { "ok" } else { "degraded" },
         chart = chart(&points),
         fills = shared.flights.in_flight(),

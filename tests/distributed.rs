@@ -170,12 +170,15 @@ async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
     let c = client();
     // The in-process tiers are used once their invalidation subscriptions are up.
     for s in &slates {
-        let l1 = s.instance.shared.store.l1().expect("an L1 tier");
+        let trusted = || {
+            let l1 = s.instance.shared.store.entries.stats().l1;
+            l1.expect("an L1 tier").trusted
+        };
         let t = Instant::now();
-        while !l1.is_trusted() && t.elapsed() < Duration::from_secs(10) {
+        while !trusted() && t.elapsed() < Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(l1.is_trusted(), "the L1 subscription came up");
+        assert!(trusted(), "the L1 subscription came up");
     }
     let mut old = std::collections::HashMap::new();
     for path in ["/l1/a", "/l1/b?x=1"] {
@@ -188,8 +191,8 @@ async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
         }
     }
     for s in &slates[..2] {
-        let l1 = s.instance.shared.store.l1().expect("an L1 tier");
-        assert!(l1.stats.hits.get() >= 2, "hits came from L1");
+        let l1 = s.instance.shared.store.entries.stats().l1;
+        assert!(l1.expect("an L1 tier").hits >= 2, "hits came from L1");
     }
     let e = get(&c, &slates[0].admin_url("/entry?url=/l1/a")).await;
     let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
@@ -296,11 +299,24 @@ async fn hits_arriving_together_share_one_redis_get() {
     // Until its event subscription is up, an instance polls the purge sequence number
     // (a GET) every 40 ms; after, once a second.
     let t = Instant::now();
-    while !s.instance.shared.store.events_up() && t.elapsed() < Duration::from_secs(10) {
+    while !s
+        .instance
+        .shared
+        .store
+        .peers
+        .as_ref()
+        .is_some_and(|p| p.subscribed())
+        && t.elapsed() < Duration::from_secs(10)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        s.instance.shared.store.events_up(),
+        s.instance
+            .shared
+            .store
+            .peers
+            .as_ref()
+            .is_some_and(|p| p.subscribed()),
         "the subscription came up"
     );
     let c = client();
@@ -310,7 +326,8 @@ async fn hits_arriving_together_share_one_redis_get() {
         .cache_status()
         .contains("hit"));
     let gets_before = redis_calls(&redis, "get");
-    let joined_before = s.instance.shared.store.reads_joined();
+    let joined = || s.instance.shared.store.entries.stats().reads_joined;
+    let joined_before = joined().expect("Redis counts joined reads");
 
     assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]).trim(), "OK");
     for g in get_all(&c, (0..50).map(|_| s.url("/together"))).await {
@@ -325,7 +342,7 @@ async fn hits_arriving_together_share_one_redis_get() {
         (1..=4).contains(&gets),
         "{gets} GETs answered 50 simultaneous hits"
     );
-    let joined = s.instance.shared.store.reads_joined() - joined_before;
+    let joined = joined().unwrap_or(0) - joined_before;
     assert_eq!(joined, 49, "49 lookups joined the first one's GET");
     assert_eq!(origin.hits("/together"), 1);
     s.stop().await;

@@ -195,12 +195,6 @@ impl Config {
     pub fn rule_for(&self, path: &str) -> Option<&std::sync::Arc<Rule>> {
         self.rules.iter().find(|r| path.starts_with(&r.path))
     }
-
-    /// The longest time any entry may be kept by the store. Purge records must outlive
-    /// every entry stored before them, so this also bounds how long they are kept.
-    pub fn max_entry_lifetime(&self) -> Duration {
-        crate::policy::MAX_ENTRY_LIFETIME
-    }
 }
 
 /// A glob over query parameter names: `*` matches any run of characters, `?` one character.

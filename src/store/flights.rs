@@ -21,9 +21,10 @@
 //! a dangling permit in [`crate::coalesce`]: its waiters look again, and the first of them
 //! sends the next read, which the others join.
 
-use super::versions::{KeyHash, Stamp, Versions};
+use super::versions::{Stamp, Versions};
 use super::StoreResult;
 use crate::entry::Entry;
+use crate::key::KeyHash;
 use crate::metrics::Counter;
 use std::collections::HashMap;
 use std::future::Future;
@@ -129,7 +130,7 @@ impl ReadFlights {
     }
 
     fn table(&self, key: &str) -> &Table {
-        &self.tables[super::versions::shard_of(key) % TABLES]
+        &self.tables[crate::key::shard_hash(key) as usize % TABLES]
     }
 
     /// Reads in flight now.

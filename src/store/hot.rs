@@ -20,8 +20,9 @@
 //! copies are refreshed from the tier now and then ([`TOUCH_EVERY`] hits) so that the
 //! tier's own eviction still sees what is hot.
 
-use super::versions::{KeyHash, Stamp, Versions};
+use super::versions::{Stamp, Versions};
 use crate::entry::Entry;
+use crate::key::KeyHash;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};

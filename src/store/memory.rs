@@ -4,9 +4,8 @@
 //! admission and LRU eviction keep the total weight under `memory_limit`.
 
 use super::hot::HotCopies;
-use super::{Event, Store, StoreResult};
+use super::{PurgeLog, PurgeRecord, PurgeRequest, Storage, StoreResult};
 use crate::entry::Entry;
-use crate::purge::{PurgeRecord, PurgeRequest};
 use futures_util::future::{BoxFuture, FutureExt};
 use moka::future::Cache;
 use moka::Expiry;
@@ -67,13 +66,9 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl Storage for MemoryStore {
     fn name(&self) -> &'static str {
         "memory"
-    }
-
-    fn shared(&self) -> bool {
-        false
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<Arc<Entry>>>> {
@@ -116,7 +111,9 @@ impl Store for MemoryStore {
         }
         .boxed()
     }
+}
 
+impl PurgeLog for MemoryStore {
     fn purge_add<'a>(
         &'a self,
         req: &'a PurgeRequest,
@@ -147,35 +144,5 @@ impl Store for MemoryStore {
     fn purge_seq(&self) -> BoxFuture<'_, StoreResult<u64>> {
         let cur = self.log.lock().unwrap_or_else(|e| e.into_inner()).0;
         async move { Ok(cur) }.boxed()
-    }
-
-    // One instance: the in-process coalescer is all the coordination there is.
-    fn lock<'a>(&'a self, _: &'a str, _: &'a str, _: Duration) -> BoxFuture<'a, StoreResult<bool>> {
-        async { Ok(true) }.boxed()
-    }
-
-    fn renew<'a>(
-        &'a self,
-        _: &'a str,
-        _: &'a str,
-        _: Duration,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        async { Ok(true) }.boxed()
-    }
-
-    fn unlock<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, StoreResult<()>> {
-        async { Ok(()) }.boxed()
-    }
-
-    fn locked<'a>(&'a self, _: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
-        async { Ok(false) }.boxed()
-    }
-
-    fn publish(&self, _: Event) -> BoxFuture<'_, StoreResult<()>> {
-        async { Ok(()) }.boxed()
-    }
-
-    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<Event>> {
-        None
     }
 }

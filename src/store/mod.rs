@@ -1,23 +1,35 @@
-//! Where entries live: one [`Store`] trait, an embedded [`memory`] store, and [`redis`]
-//! (single server or cluster) shared by every instance, optionally behind the in-process
-//! [`tiered`] L1. Two ways to spare a lookup its work, both kept honest by per-key
-//! [`versions`]: [`hot`] per-thread copies in front of the in-process tiers, and [`flights`]:
-//! Redis lookups of one key in flight together share one `GET`.
+//! Where entries live, and how instances sharing them act as one.
 //!
-//! Besides entries, a store keeps the *purge log*: numbered purge records (exact URL, path
-//! prefix or tag, hard or soft). Instances apply the log to entries at lookup time, which is
-//! what makes a prefix or tag purge one write instead of a walk over the keyspace (see
-//! [`crate::purge`]).
+//! Three concerns, three traits, after pingora-cache's split of `Storage` from its cache
+//! lock:
+//! - [`Storage`]: entries (get, put, delete) and what the store counts of itself. The
+//!   embedded [`memory`] store, [`redis`] (single server or cluster), and the in-process
+//!   [`tiered`] L1 in front of Redis.
+//! - [`PurgeLog`]: the numbered purge records ([`purge_log`]) every instance applies to
+//!   entries at lookup time (see `crate::purge`).
+//! - [`Coordination`]: what instances sharing a store tell each other and hold against each
+//!   other: leases (the fill lock) and events. Only a shared store has it: "is there
+//!   another instance to coordinate with" is `Stores::peers` being `Some`.
+//!
+//! Two ways to spare a lookup its work, both kept honest by per-key [`versions`]: [`hot`]
+//! per-thread copies in front of the in-process tiers, and [`flights`]: Redis lookups of one
+//! key in flight together share one `GET`.
 
+pub mod events;
 pub mod flights;
 pub mod hot;
 pub mod memory;
+pub mod purge_log;
 pub mod redis;
 pub mod tiered;
 pub mod versions;
 
+pub use events::{Event, FillReport};
+pub use purge_log::{PurgeLog, PurgeRecord, PurgeRequest, Target};
+
+use crate::clock::Clock;
+use crate::config::{StoreConfig, StoreKind};
 use crate::entry::Entry;
-use crate::purge::{PurgeRecord, PurgeRequest};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,14 +46,10 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The storage behind the cache. Entries are addressed by their full key string
-/// (`slate:<namespace>:e:<hash>`).
-pub trait Store: Send + Sync + 'static {
+/// The entries behind the cache, addressed by their full key string (made in `crate::key`).
+pub trait Storage: Send + Sync + 'static {
     /// Short name for logs, metrics and `/entry`: `memory`, `redis`, `redis-cluster`.
     fn name(&self) -> &'static str;
-
-    /// Whether other instances share this store (and so may write purges we must poll for).
-    fn shared(&self) -> bool;
 
     /// The entry under `key`. An undecodable value (corrupt, foreign, older format) is a
     /// miss, not an error: the next fill overwrites it.
@@ -49,7 +57,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// This thread's copy of the entry under `key`, when the store keeps per-thread copies
     /// of hot entries ([`hot`]) and has a current one: answered at once, no future, no
-    /// lookup. `None` says nothing about the store: ask [`Store::get`].
+    /// lookup. `None` says nothing about the store: ask [`Storage::get`].
     fn get_hot(&self, _key: &str) -> Option<Arc<Entry>> {
         None
     }
@@ -64,106 +72,137 @@ pub trait Store: Send + Sync + 'static {
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<()>>;
 
-    /// Appends a purge record; returns its sequence number (strictly increasing).
-    fn purge_add<'a>(
+    /// What the store counts of itself, as plain numbers (for `/metrics` and `/status`).
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
+
+    /// Whether the in-process tier holds `key` now (for `/entry`'s `found_in`).
+    fn in_l1(&self, _key: &str) -> bool {
+        false
+    }
+}
+
+/// What a store reports of itself; `None` for what it does not have.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreStats {
+    /// Lookups answered by another lookup of the same key already in flight, without a
+    /// round trip of their own ([`flights`]).
+    pub reads_joined: Option<u64>,
+    /// The in-process tier in front of a shared store.
+    pub l1: Option<L1Stats>,
+}
+
+/// The in-process tier's numbers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct L1Stats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Copies dropped because another instance wrote or deleted the key.
+    pub invalidations: u64,
+    /// Times the whole tier was emptied (subscription lost or behind).
+    pub flushes: u64,
+    /// Entries pushed out to stay within `store.l1` bytes.
+    pub evictions: u64,
+    /// Bytes held now (approximate: pending maintenance not run).
+    pub bytes: u64,
+    /// The invalidation subscription is up and the tier is in use.
+    pub trusted: bool,
+}
+
+/// What instances sharing a store hold against each other and tell each other.
+///
+/// Leases are the one primitive of holding: a named key that one token holds until it
+/// releases it or the lease lapses (`SET NX PX`), so an instance that dies holding one
+/// frees it within a lease. The fill lock is one lease per entry key; a semaphore over
+/// fills is a handful of them. Events go to every instance, this one included.
+pub trait Coordination: Send + Sync + 'static {
+    /// Takes the lease `name` for `token` for `lease` if nobody holds it.
+    fn acquire<'a>(
         &'a self,
-        req: &'a PurgeRequest,
-        expires_ms: u64,
-    ) -> BoxFuture<'a, StoreResult<u64>>;
-
-    /// The current purge sequence number and every record numbered above `seq`.
-    fn purge_since(&self, seq: u64) -> BoxFuture<'_, StoreResult<(u64, Vec<PurgeRecord>)>>;
-
-    /// Just the current purge sequence number (cheap; polled by shared stores).
-    fn purge_seq(&self) -> BoxFuture<'_, StoreResult<u64>>;
-
-    /// Takes the fill lock `lock` for `lease` if nobody holds it (`SET NX PX`).
-    /// A store that only one instance uses has nothing to coordinate: always `true`.
-    fn lock<'a>(
-        &'a self,
-        lock: &'a str,
+        name: &'a str,
         token: &'a str,
         lease: Duration,
     ) -> BoxFuture<'a, StoreResult<bool>>;
 
-    /// Extends a lock we hold; `false` if it is no longer ours.
+    /// Extends a lease we hold; `false` if it is no longer ours.
     fn renew<'a>(
         &'a self,
-        lock: &'a str,
+        name: &'a str,
         token: &'a str,
         lease: Duration,
     ) -> BoxFuture<'a, StoreResult<bool>>;
 
-    /// Releases a lock if it is still ours.
-    fn unlock<'a>(&'a self, lock: &'a str, token: &'a str) -> BoxFuture<'a, StoreResult<()>>;
+    /// Releases a lease if it is still ours.
+    fn release<'a>(&'a self, name: &'a str, token: &'a str) -> BoxFuture<'a, StoreResult<()>>;
 
-    /// Whether anyone holds `lock` now.
-    fn locked<'a>(&'a self, lock: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
+    /// Whether anyone holds the lease `name` now.
+    fn held<'a>(&'a self, name: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
 
     /// Tells every instance sharing the store (including this one) about `event`.
     fn publish(&self, event: Event) -> BoxFuture<'_, StoreResult<()>>;
 
-    /// Events published by any instance, and the state of the subscription. `None` for a
-    /// store no other instance shares.
-    fn events(&self) -> Option<broadcast::Receiver<Event>>;
+    /// Events published by any instance, and the state of the subscription.
+    fn subscribe(&self) -> broadcast::Receiver<Event>;
 
-    /// Whether the event subscription is up now. A listener subscribes to [`Store::events`]
-    /// first and then asks this, so it cannot miss a `Resubscribed` sent just before.
-    fn events_up(&self) -> bool {
-        false
-    }
-
-    /// Lookups answered by another lookup of the same key already in flight, without a
-    /// round trip of their own ([`flights`]).
-    fn reads_joined(&self) -> u64 {
-        0
-    }
-
-    /// The in-process tier's counters, when this store has one.
-    fn l1(&self) -> Option<&tiered::TieredStore> {
-        None
-    }
+    /// Whether the event subscription is up now. A listener subscribes first and then
+    /// asks this, so it cannot miss a `Resubscribed` sent just before.
+    fn subscribed(&self) -> bool;
 }
 
-/// What instances sharing a store tell each other (Redis pub/sub).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A fill of `key` finished: `stored`, `pass` (not shareable), or `error:<why>`.
-    Filled { key: String, result: String },
-    /// `key` was overwritten or deleted by instance `from`: drop in-process copies.
-    Invalidate { from: String, key: String },
-    /// A purge numbered `seq` was logged.
-    Purged { seq: u64 },
-    /// The subscription was (re)established: anything cached in-process may have missed
-    /// invalidations while it was down.
-    Resubscribed,
-    /// The subscription is down: in-process copies can no longer be trusted.
-    Lost,
+/// One instance's store, by concern.
+#[derive(Clone)]
+pub struct Stores {
+    pub entries: Arc<dyn Storage>,
+    pub log: Arc<dyn PurgeLog>,
+    /// The other instances sharing the store; `None` when this instance is alone with it.
+    pub peers: Option<Arc<dyn Coordination>>,
 }
 
-impl Event {
-    pub fn encode(&self) -> Option<String> {
-        match self {
-            Event::Filled { key, result } => Some(format!("f\t{key}\t{result}")),
-            Event::Invalidate { from, key } => Some(format!("i\t{from}\t{key}")),
-            Event::Purged { seq } => Some(format!("p\t{seq}")),
-            Event::Resubscribed | Event::Lost => None,
+impl Stores {
+    /// Connects the store `cfg` names; `namespace` names its purge log and event channel.
+    pub async fn open(cfg: &StoreConfig, namespace: &str, clock: &Clock) -> StoreResult<Stores> {
+        let stores = match &cfg.kind {
+            StoreKind::Memory => Stores::memory(cfg.memory_limit),
+            StoreKind::Redis { url } => {
+                Stores::shared(Arc::new(redis::connect(url, namespace, cfg.timeout)?))
+            }
+            StoreKind::RedisCluster { nodes } => Stores::shared(Arc::new(
+                redis::connect_cluster(nodes, namespace, cfg.timeout).await?,
+            )),
+        };
+        Ok(stores.with_l1(cfg.l1, clock))
+    }
+
+    /// The embedded store of one instance: nothing to coordinate.
+    pub fn memory(limit: u64) -> Stores {
+        let m = Arc::new(memory::MemoryStore::new(limit));
+        Stores {
+            entries: m.clone(),
+            log: m,
+            peers: None,
         }
     }
 
-    pub fn decode(s: &str) -> Option<Event> {
-        let mut it = s.splitn(3, '\t');
-        match (it.next()?, it.next(), it.next()) {
-            ("f", Some(key), Some(result)) => Some(Event::Filled {
-                key: key.into(),
-                result: result.into(),
-            }),
-            ("i", Some(from), Some(key)) => Some(Event::Invalidate {
-                from: from.into(),
-                key: key.into(),
-            }),
-            ("p", Some(seq), None) => seq.parse().ok().map(|seq| Event::Purged { seq }),
-            _ => None,
+    fn shared<S: Storage + PurgeLog + Coordination>(s: Arc<S>) -> Stores {
+        Stores {
+            entries: s.clone(),
+            log: s.clone(),
+            peers: Some(s),
         }
+    }
+
+    /// Puts an in-process tier of `limit` bytes in front of a shared store's entries (a
+    /// store of one instance is in process already).
+    fn with_l1(mut self, limit: u64, clock: &Clock) -> Stores {
+        if let (Some(peers), true) = (&self.peers, limit > 0) {
+            self.entries = Arc::new(tiered::TieredStore::new(
+                self.entries.clone(),
+                peers.clone(),
+                limit,
+                clock.clone(),
+            ));
+        }
+        self
     }
 }

@@ -11,9 +11,12 @@
 //! failed command is reported to the caller, which fails open (treats it as a miss).
 
 use super::flights::ReadFlights;
-use super::{Event, Store, StoreError, StoreResult};
+use super::{
+    Coordination, Event, PurgeLog, PurgeRecord, PurgeRequest, Storage, StoreError, StoreResult,
+    StoreStats,
+};
 use crate::entry::Entry;
-use crate::purge::{PurgeRecord, PurgeRequest};
+use crate::key;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
 use redis::aio::ConnectionLike;
@@ -130,14 +133,6 @@ impl Breaker {
             }
         }
     }
-
-    /// Whether the circuit is open now (the store is being skipped).
-    pub fn is_open(&self) -> bool {
-        let until = self
-            .open_until_ms
-            .load(std::sync::atomic::Ordering::Acquire);
-        until != 0 && self.now_ms() < until
-    }
 }
 
 pub struct RedisStore<C> {
@@ -147,7 +142,7 @@ pub struct RedisStore<C> {
     conn: C,
     channel: String,
     events: broadcast::Sender<Event>,
-    /// Whether the subscription is up now (see [`Store::events_up`]).
+    /// Whether the subscription is up now (see [`Coordination::subscribed`]).
     events_up: Arc<std::sync::atomic::AtomicBool>,
     subscriber: tokio::task::AbortHandle,
     renew: redis::Script,
@@ -281,7 +276,7 @@ impl<C> RedisStore<C> {
         timeout: Duration,
         subs: Vec<redis::Client>,
     ) -> Self {
-        let channel = format!("slate:{namespace}:events");
+        let channel = key::events_channel(namespace);
         let (events, _) = broadcast::channel(4096);
         let events_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flights = Arc::new(ReadFlights::default());
@@ -308,8 +303,8 @@ impl<C> RedisStore<C> {
             renew: redis::Script::new(RENEW_SCRIPT),
             unlock: redis::Script::new(UNLOCK_SCRIPT),
             name,
-            seq_key: format!("slate:{namespace}:{{purge}}:seq"),
-            log_key: format!("slate:{namespace}:{{purge}}:log"),
+            seq_key: key::purge_seq_key(namespace),
+            log_key: key::purge_log_key(namespace),
             add: redis::Script::new(ADD_SCRIPT),
             since: redis::Script::new(SINCE_SCRIPT),
             timeout,
@@ -366,16 +361,12 @@ where
     }
 }
 
-impl<C> Store for RedisStore<C>
+impl<C> Storage for RedisStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     fn name(&self) -> &'static str {
         self.name
-    }
-
-    fn shared(&self) -> bool {
-        true
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<Arc<Entry>>>> {
@@ -398,8 +389,11 @@ where
         .boxed()
     }
 
-    fn reads_joined(&self) -> u64 {
-        self.flights.joined.get()
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            reads_joined: Some(self.flights.joined.get()),
+            l1: None,
+        }
     }
 
     fn put<'a>(
@@ -435,7 +429,12 @@ where
         }
         .boxed()
     }
+}
 
+impl<C> PurgeLog for RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
     fn purge_add<'a>(
         &'a self,
         req: &'a PurgeRequest,
@@ -492,8 +491,13 @@ where
         }
         .boxed()
     }
+}
 
-    fn lock<'a>(
+impl<C> Coordination for RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    fn acquire<'a>(
         &'a self,
         lock: &'a str,
         token: &'a str,
@@ -532,7 +536,7 @@ where
         .boxed()
     }
 
-    fn unlock<'a>(&'a self, lock: &'a str, token: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+    fn release<'a>(&'a self, lock: &'a str, token: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             let mut inv = self.unlock.key(lock);
             inv.arg(token);
@@ -541,7 +545,7 @@ where
         .boxed()
     }
 
-    fn locked<'a>(&'a self, lock: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+    fn held<'a>(&'a self, lock: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
             let mut cmd = redis::cmd("EXISTS");
             cmd.arg(lock);
@@ -563,11 +567,11 @@ where
         .boxed()
     }
 
-    fn events(&self) -> Option<broadcast::Receiver<Event>> {
-        Some(self.events.subscribe())
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
     }
 
-    fn events_up(&self) -> bool {
+    fn subscribed(&self) -> bool {
         self.events_up.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

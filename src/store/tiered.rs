@@ -8,10 +8,10 @@
 //! care here: they are applied above the store, to L1 and Redis entries alike.
 
 use super::hot::HotCopies;
-use super::{Event, Store, StoreResult};
+use super::{Coordination, Event, L1Stats, Storage, StoreResult, StoreStats};
 use crate::clock::Clock;
 use crate::entry::Entry;
-use crate::purge::{PurgeRecord, PurgeRequest};
+use crate::metrics::Counter;
 use futures_util::future::{BoxFuture, FutureExt};
 use moka::future::Cache;
 use moka::Expiry;
@@ -44,20 +44,21 @@ impl Expiry<String, Arc<Entry>> for UntilGone {
     }
 }
 
-/// Counters of the in-process tier.
+/// Counters of the in-process tier (see [`L1Stats`] for what each counts).
 #[derive(Default)]
-pub struct L1Stats {
-    pub hits: crate::metrics::Counter,
-    pub misses: crate::metrics::Counter,
-    pub invalidations: crate::metrics::Counter,
-    pub flushes: crate::metrics::Counter,
-    /// Entries pushed out to stay within `store.l1` bytes.
-    pub evictions: crate::metrics::Counter,
+struct Counters {
+    hits: Counter,
+    misses: Counter,
+    invalidations: Counter,
+    flushes: Counter,
+    evictions: Counter,
 }
 
 pub struct TieredStore {
     l1: Cache<String, Arc<Entry>>,
-    inner: Arc<dyn Store>,
+    inner: Arc<dyn Storage>,
+    /// Where invalidations are published and heard.
+    peers: Arc<dyn Coordination>,
     /// This instance, so it can ignore its own invalidations.
     id: String,
     trusted: Arc<AtomicBool>,
@@ -65,7 +66,7 @@ pub struct TieredStore {
     /// cached only if no invalidation arrived while it was being read.
     generation: Arc<AtomicU64>,
     listener: tokio::task::AbortHandle,
-    pub stats: Arc<L1Stats>,
+    stats: Arc<Counters>,
     /// Per-thread copies of the hottest L1 entries, 1/32 of the tier per thread; their
     /// versions are bumped after every change to the tier.
     hot: HotCopies,
@@ -78,9 +79,14 @@ impl Drop for TieredStore {
 }
 
 impl TieredStore {
-    /// An L1 of `limit` bytes in front of `inner`, which must publish events.
-    pub fn new(inner: Arc<dyn Store>, limit: u64, clock: Clock) -> TieredStore {
-        let stats = Arc::new(L1Stats::default());
+    /// An L1 of `limit` bytes in front of `inner`, kept current by the events of `peers`.
+    pub fn new(
+        inner: Arc<dyn Storage>,
+        peers: Arc<dyn Coordination>,
+        limit: u64,
+        clock: Clock,
+    ) -> TieredStore {
+        let stats = Arc::new(Counters::default());
         let counted = stats.clone();
         let l1: Cache<String, Arc<Entry>> = Cache::builder()
             .max_capacity(limit)
@@ -98,28 +104,25 @@ impl TieredStore {
         let trusted = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicU64::new(0));
         let hot = HotCopies::new(limit / 32);
-        let listener = match inner.events() {
-            Some(rx) => {
-                // Subscribed first, then asked: a subscription that came up before we
-                // listened is not missed (and if it comes up now, we hear it too).
-                if inner.events_up() {
-                    trusted.store(true, Relaxed);
-                }
-                let l = Listener {
-                    l1: l1.clone(),
-                    id: id.clone(),
-                    trusted: trusted.clone(),
-                    generation: generation.clone(),
-                    stats: stats.clone(),
-                    hot: hot.clone(),
-                };
-                tokio::spawn(l.run(rx)).abort_handle()
-            }
-            None => tokio::spawn(async {}).abort_handle(),
+        // Subscribed first, then asked: a subscription that came up before we listened is
+        // not missed (and if it comes up now, we hear it too).
+        let rx = peers.subscribe();
+        if peers.subscribed() {
+            trusted.store(true, Relaxed);
+        }
+        let l = Listener {
+            l1: l1.clone(),
+            id: id.clone(),
+            trusted: trusted.clone(),
+            generation: generation.clone(),
+            stats: stats.clone(),
+            hot: hot.clone(),
         };
+        let listener = tokio::spawn(l.run(rx)).abort_handle();
         TieredStore {
             l1,
             inner,
+            peers,
             id,
             trusted,
             generation,
@@ -128,26 +131,6 @@ impl TieredStore {
             hot,
         }
     }
-
-    /// Bytes held by the tier now.
-    pub async fn weighted_size(&self) -> u64 {
-        self.l1.run_pending_tasks().await;
-        self.l1.weighted_size()
-    }
-
-    /// Bytes held now (approximate: pending maintenance not run).
-    pub fn bytes(&self) -> u64 {
-        self.l1.weighted_size()
-    }
-
-    pub fn is_trusted(&self) -> bool {
-        self.trusted.load(Relaxed)
-    }
-
-    /// Whether `key` is in the tier now (for `/entry`).
-    pub fn holds(&self, key: &str) -> bool {
-        self.trusted.load(Relaxed) && self.l1.contains_key(key)
-    }
 }
 
 struct Listener {
@@ -155,7 +138,7 @@ struct Listener {
     id: String,
     trusted: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
-    stats: Arc<L1Stats>,
+    stats: Arc<Counters>,
     hot: HotCopies,
 }
 
@@ -196,13 +179,9 @@ impl Listener {
     }
 }
 
-impl Store for TieredStore {
+impl Storage for TieredStore {
     fn name(&self) -> &'static str {
         self.inner.name()
-    }
-
-    fn shared(&self) -> bool {
-        self.inner.shared()
     }
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<Arc<Entry>>>> {
@@ -254,7 +233,7 @@ impl Store for TieredStore {
                 from: self.id.clone(),
                 key: key.to_string(),
             };
-            let _ = self.inner.publish(ev).await;
+            let _ = self.peers.publish(ev).await;
             Ok(())
         }
         .boxed()
@@ -271,71 +250,29 @@ impl Store for TieredStore {
                 from: self.id.clone(),
                 key: key.to_string(),
             };
-            let _ = self.inner.publish(ev).await;
+            let _ = self.peers.publish(ev).await;
             Ok(())
         }
         .boxed()
     }
 
-    fn purge_add<'a>(
-        &'a self,
-        req: &'a PurgeRequest,
-        expires_ms: u64,
-    ) -> BoxFuture<'a, StoreResult<u64>> {
-        self.inner.purge_add(req, expires_ms)
+    fn stats(&self) -> StoreStats {
+        let st = &self.stats;
+        StoreStats {
+            l1: Some(L1Stats {
+                hits: st.hits.get(),
+                misses: st.misses.get(),
+                invalidations: st.invalidations.get(),
+                flushes: st.flushes.get(),
+                evictions: st.evictions.get(),
+                bytes: self.l1.weighted_size(),
+                trusted: self.trusted.load(Relaxed),
+            }),
+            ..self.inner.stats()
+        }
     }
 
-    fn purge_since(&self, seq: u64) -> BoxFuture<'_, StoreResult<(u64, Vec<PurgeRecord>)>> {
-        self.inner.purge_since(seq)
-    }
-
-    fn purge_seq(&self) -> BoxFuture<'_, StoreResult<u64>> {
-        self.inner.purge_seq()
-    }
-
-    fn lock<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-        lease: Duration,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        self.inner.lock(lock, token, lease)
-    }
-
-    fn renew<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-        lease: Duration,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        self.inner.renew(lock, token, lease)
-    }
-
-    fn unlock<'a>(&'a self, lock: &'a str, token: &'a str) -> BoxFuture<'a, StoreResult<()>> {
-        self.inner.unlock(lock, token)
-    }
-
-    fn locked<'a>(&'a self, lock: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
-        self.inner.locked(lock)
-    }
-
-    fn publish(&self, event: Event) -> BoxFuture<'_, StoreResult<()>> {
-        self.inner.publish(event)
-    }
-
-    fn events(&self) -> Option<broadcast::Receiver<Event>> {
-        self.inner.events()
-    }
-
-    fn events_up(&self) -> bool {
-        self.inner.events_up()
-    }
-
-    fn reads_joined(&self) -> u64 {
-        self.inner.reads_joined()
-    }
-
-    fn l1(&self) -> Option<&TieredStore> {
-        Some(self)
+    fn in_l1(&self, key: &str) -> bool {
+        self.trusted.load(Relaxed) && self.l1.contains_key(key)
     }
 }

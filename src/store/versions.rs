@@ -7,6 +7,7 @@
 //! *before* it reads; what it read is good for later readers only while the stamp is still
 //! current. A shared counter only means a few values are thrown away that did not need to be.
 //! Used by [`super::hot`] (per-thread copies) and [`super::flights`] (reads in flight).
+//! Keys are spread over the counters by [`crate::key::shard_hash`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -54,41 +55,6 @@ impl Versions {
     }
 }
 
-/// Entry keys end in a blake3 hash in hex (a fill lock's key ends in its entry's): its
-/// last 8 characters are as good as a hash.
-pub fn shard_of(key: &str) -> usize {
-    (tail_hash(FNV_OFFSET, key.as_bytes(), 8) as usize) % SHARDS
-}
-
-/// FNV-1a over the last `n` bytes of `b`, continuing from `h`.
-fn tail_hash(mut h: u64, b: &[u8], n: usize) -> u64 {
-    for &c in &b[b.len().saturating_sub(n)..] {
-        h = (h ^ c as u64).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// A `HashMap` hasher for entry keys: hashing their last 16 characters is enough, and much
-/// cheaper than SipHash over the whole key.
-#[derive(Default, Clone, Copy)]
-pub struct KeyHash;
-
-pub struct KeyHasher(u64);
-
-impl std::hash::BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(FNV_OFFSET)
-    }
-}
-
-impl std::hash::Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = tail_hash(self.0, bytes, 16);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
+fn shard_of(key: &str) -> usize {
+    (crate::key::shard_hash(key) as usize) % SHARDS
 }
