@@ -1,7 +1,7 @@
 //! Errors slate answers itself, mapped to HTTP in one place.
 
 use crate::body::ProxyBody;
-use crate::phase::{CacheStatus, Phase};
+use crate::phase::{CacheStatus, Detail, Phase};
 use crate::upstream::UpstreamError;
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -50,6 +50,12 @@ impl ProxyError {
         }
     }
 
+    /// Whether the connection must close after this answer: after a malformed request,
+    /// the connection's framing cannot be trusted.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ProxyError::BadRequest(_))
+    }
+
     /// The answer: the status and a short JSON body `{"error": ..., "status": ...}`.
     pub fn response(&self) -> Response<ProxyBody> {
         json_response(
@@ -62,10 +68,12 @@ impl ProxyError {
     pub fn cache_status(&self) -> CacheStatus {
         let s = CacheStatus::new(Phase::Error);
         match self {
-            ProxyError::Upstream(UpstreamError::Timeout(_)) => s.detail("upstream-timeout"),
-            ProxyError::Upstream(UpstreamError::Unreachable(_)) => s.detail("upstream-unreachable"),
-            ProxyError::Upstream(UpstreamError::Broken(_)) => s.detail("upstream-broken"),
-            ProxyError::NotCached => s.detail("only-if-cached"),
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => s.detail(Detail::UpstreamTimeout),
+            ProxyError::Upstream(UpstreamError::Unreachable(_)) => {
+                s.detail(Detail::UpstreamUnreachable)
+            }
+            ProxyError::Upstream(UpstreamError::Broken(_)) => s.detail(Detail::UpstreamBroken),
+            ProxyError::NotCached => s.detail(Detail::OnlyIfCached),
             _ => s,
         }
     }

@@ -1,6 +1,7 @@
 //! What happened to a request, named once: it feeds both the `Cache-Status` header
 //! (RFC 9211) and the metric labels, so the two can never disagree.
 
+use crate::policy::NoStoreReason;
 use http::HeaderValue;
 use std::fmt::Write;
 
@@ -57,18 +58,94 @@ impl Phase {
     }
 }
 
+/// RFC 9211 `fwd`: why a request went upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fwd {
+    /// Nothing stored for the URL.
+    UriMiss,
+    /// Only other variants stored (Vary).
+    VaryMiss,
+    /// What is stored is stale (or must be validated first).
+    Stale,
+    /// The client asked for a fresher answer than the one stored.
+    Request,
+    /// The cache was told to stay out (rule, credentials).
+    Bypass,
+    /// A method the cache does not serve.
+    Method,
+}
+
+impl Fwd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fwd::UriMiss => "uri-miss",
+            Fwd::VaryMiss => "vary-miss",
+            Fwd::Stale => "stale",
+            Fwd::Request => "request",
+            Fwd::Bypass => "bypass",
+            Fwd::Method => "method",
+        }
+    }
+}
+
+/// `Cache-Status: ...; detail=`: slate's own word on what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Bypassed: the rule says `cache = false`.
+    Rule,
+    /// Bypassed: the request carries credentials the rule does not key on.
+    Credentials,
+    /// Stale, served at once while one refresh runs: soft-purged,
+    SoftPurged,
+    /// within `stale-while-revalidate`,
+    StaleWhileRevalidate,
+    /// or within the client's `max-stale`.
+    MaxStale,
+    /// Stale, served because the origin failed.
+    StaleIfError,
+    /// The response was not shareable: this request went upstream on its own.
+    Uncacheable,
+    /// Too large to store: streamed through.
+    TooLarge,
+    /// Fetched but not stored, and why.
+    NotStored(NoStoreReason),
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    UpstreamBroken,
+    /// Not in the cache, and the request said `only-if-cached`.
+    OnlyIfCached,
+}
+
+impl Detail {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detail::Rule => "rule",
+            Detail::Credentials => "credentials",
+            Detail::SoftPurged => "soft-purged",
+            Detail::StaleWhileRevalidate => "stale-while-revalidate",
+            Detail::MaxStale => "max-stale",
+            Detail::StaleIfError => "stale-if-error",
+            Detail::Uncacheable => "uncacheable",
+            Detail::TooLarge => "too-large",
+            Detail::NotStored(why) => why.as_str(),
+            Detail::UpstreamTimeout => "upstream-timeout",
+            Detail::UpstreamUnreachable => "upstream-unreachable",
+            Detail::UpstreamBroken => "upstream-broken",
+            Detail::OnlyIfCached => "only-if-cached",
+        }
+    }
+}
+
 /// One `Cache-Status` entry for slate, with the parameters that apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheStatus {
     pub phase: Phase,
-    /// RFC 9211 `fwd`: why the request went upstream (`uri-miss`, `stale`, `bypass`,
-    /// `method`, `miss`, `request`).
-    pub fwd: Option<&'static str>,
+    pub fwd: Option<Fwd>,
     pub fwd_status: Option<u16>,
     /// Remaining freshness in seconds (negative when stale).
     pub ttl: Option<i64>,
     pub stored: bool,
-    pub detail: Option<&'static str>,
+    pub detail: Option<Detail>,
     /// Upstream time this answer spared (not part of the header; for metrics).
     pub saved_ms: u64,
 }
@@ -93,7 +170,7 @@ impl CacheStatus {
         }
     }
 
-    pub fn fwd(phase: Phase, fwd: &'static str) -> Self {
+    pub fn fwd(phase: Phase, fwd: Fwd) -> Self {
         CacheStatus {
             fwd: Some(fwd),
             ..Self::new(phase)
@@ -105,7 +182,7 @@ impl CacheStatus {
         self
     }
 
-    pub fn detail(mut self, d: &'static str) -> Self {
+    pub fn detail(mut self, d: Detail) -> Self {
         self.detail = Some(d);
         self
     }
@@ -118,7 +195,7 @@ impl CacheStatus {
             s.push_str("; hit");
         }
         if let Some(f) = self.fwd {
-            let _ = write!(s, "; fwd={f}");
+            let _ = write!(s, "; fwd={}", f.as_str());
         }
         if self.stored {
             s.push_str("; stored");
@@ -133,7 +210,7 @@ impl CacheStatus {
             let _ = write!(s, "; fwd-status={st}");
         }
         if let Some(d) = self.detail {
-            let _ = write!(s, "; detail={d}");
+            let _ = write!(s, "; detail={}", d.as_str());
         }
         // Handed over, not copied: one allocation per answer.
         HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
@@ -148,13 +225,16 @@ mod tests {
     #[test]
     fn header_forms() {
         assert_eq!(CacheStatus::hit(3_512_400).header(), "slate; hit; ttl=3512");
-        let mut s = CacheStatus::fwd(Phase::Miss, "uri-miss");
+        let mut s = CacheStatus::fwd(Phase::Miss, Fwd::UriMiss);
         s.stored = true;
         assert_eq!(s.header(), "slate; fwd=uri-miss; stored");
         s.fwd_status = Some(200);
         assert_eq!(s.header(), "slate; fwd=uri-miss; stored; fwd-status=200");
-        let c = CacheStatus::fwd(Phase::Collapsed, "uri-miss");
+        let c = CacheStatus::fwd(Phase::Collapsed, Fwd::UriMiss);
         assert_eq!(c.header(), "slate; fwd=uri-miss; collapsed");
+        let n = CacheStatus::fwd(Phase::Miss, Fwd::UriMiss)
+            .detail(Detail::NotStored(NoStoreReason::NoFreshness));
+        assert_eq!(n.header(), "slate; fwd=uri-miss; detail=no-freshness");
         assert_eq!(CacheStatus::hit(-1).header(), "slate; hit; ttl=-1");
     }
 }

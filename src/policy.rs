@@ -116,10 +116,6 @@ impl RequestDirectives {
         self.max_age = None;
         self.min_fresh = None;
     }
-
-    pub fn is_empty(&self) -> bool {
-        *self == RequestDirectives::default()
-    }
 }
 
 /// Calls `f` with each `Cache-Control` directive of every field line: its lower-cased
@@ -184,7 +180,49 @@ fn storable_with_rule_ttl(s: StatusCode) -> bool {
 pub enum Decision {
     Store(Freshness),
     /// Not stored, with the reason (shown in `Cache-Status: ...; detail=`).
-    NoStore(&'static str),
+    NoStore(NoStoreReason),
+}
+
+/// Why a response is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoStoreReason {
+    /// The request said `no-store` (RFC 9111 §5.2.1.5).
+    RequestNoStore,
+    ServerError,
+    /// 206 or an interim response.
+    Partial,
+    SetCookie,
+    /// The response said `no-store`.
+    NoStore,
+    Private,
+    /// `no-cache` without a validator: every use would be a full fetch.
+    NoCache,
+    VaryStar,
+    /// Neither the origin nor a rule gave it freshness.
+    NoFreshness,
+    /// A status that may not be stored with the freshness it has.
+    Status,
+    /// Stale on arrival, with no stale window.
+    Stale,
+}
+
+impl NoStoreReason {
+    /// As shown in `Cache-Status: ...; detail=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoStoreReason::RequestNoStore => "request-no-store",
+            NoStoreReason::ServerError => "server-error",
+            NoStoreReason::Partial => "partial",
+            NoStoreReason::SetCookie => "set-cookie",
+            NoStoreReason::NoStore => "no-store",
+            NoStoreReason::Private => "private",
+            NoStoreReason::NoCache => "no-cache",
+            NoStoreReason::VaryStar => "vary-star",
+            NoStoreReason::NoFreshness => "no-freshness",
+            NoStoreReason::Status => "status",
+            NoStoreReason::Stale => "stale",
+        }
+    }
 }
 
 /// Freshness of a response about to be stored.
@@ -271,7 +309,7 @@ pub fn tags(headers: &HeaderMap, rule: Option<&Rule>) -> Vec<String> {
 
 /// Decides whether a response to a GET may be stored, and with what freshness.
 ///
-/// `response_ms` is when it was received, `age_ms` its corrected initial age.
+/// `response_ms` is when it was received (for `Expires` without a `Date`).
 pub fn decide(
     rule: Option<&Rule>,
     status: StatusCode,
@@ -279,14 +317,14 @@ pub fn decide(
     response_ms: u64,
 ) -> Decision {
     if status.is_server_error() {
-        return Decision::NoStore("server-error");
+        return Decision::NoStore(NoStoreReason::ServerError);
     }
     if status == StatusCode::PARTIAL_CONTENT || status.is_informational() {
-        return Decision::NoStore("partial");
+        return Decision::NoStore(NoStoreReason::Partial);
     }
     // A response that sets a cookie belongs to one client; no rule makes it shared.
     if headers.contains_key(SET_COOKIE) {
-        return Decision::NoStore("set-cookie");
+        return Decision::NoStore(NoStoreReason::SetCookie);
     }
     let cc = CacheControl::parse(headers);
     let validator = headers.contains_key(http::header::ETAG)
@@ -296,20 +334,20 @@ pub fn decide(
     let overriding = rule.is_some_and(|r| r.override_origin && r.ttl.is_some());
     if !overriding {
         if cc.no_store {
-            return Decision::NoStore("no-store");
+            return Decision::NoStore(NoStoreReason::NoStore);
         }
         if cc.private {
-            return Decision::NoStore("private");
+            return Decision::NoStore(NoStoreReason::Private);
         }
         // no-cache: may be stored, but every use must be validated first; without a
         // validator that is a full fetch every time, so storing would only waste space.
         if cc.no_cache && !validator {
-            return Decision::NoStore("no-cache");
+            return Decision::NoStore(NoStoreReason::NoCache);
         }
     }
     let vary = match vary_names(headers) {
         Some(v) => v,
-        None => return Decision::NoStore("vary-star"),
+        None => return Decision::NoStore(NoStoreReason::VaryStar),
     };
 
     let rule_ttl = rule.and_then(|r| r.ttl).map(|d| d.as_millis() as u64);
@@ -342,8 +380,8 @@ pub fn decide(
         }
         (false, Some(o), _) if storable_with_origin_freshness(status) => o,
         (false, None, Some(t)) if storable_with_rule_ttl(status) => t,
-        (_, None, None) => return Decision::NoStore("no-freshness"),
-        _ => return Decision::NoStore("status"),
+        (_, None, None) => return Decision::NoStore(NoStoreReason::NoFreshness),
+        _ => return Decision::NoStore(NoStoreReason::Status),
     };
     let secs = |s: u64| s.saturating_mul(1000);
     let rule_ms = |d: fn(&Rule) -> Duration| rule.map_or(0, |r| d(r).as_millis() as u64);
@@ -371,7 +409,7 @@ pub fn decide(
         sie_ms = cc.stale_if_error.map_or(0, secs);
     }
     if fresh_ms == 0 && swr_ms == 0 && sie_ms == 0 && !(cc.no_cache && validator) {
-        return Decision::NoStore("stale");
+        return Decision::NoStore(NoStoreReason::Stale);
     }
     Decision::Store(Freshness {
         fresh_ms,
@@ -444,7 +482,7 @@ mod tests {
         let ok = StatusCode::OK;
         assert_eq!(
             decide(None, ok, &h(&[]), 0),
-            Decision::NoStore("no-freshness")
+            Decision::NoStore(NoStoreReason::NoFreshness)
         );
         let Decision::Store(f) = decide(
             None,
@@ -457,7 +495,7 @@ mod tests {
         assert_eq!(f.fresh_ms, 10_000);
         assert_eq!(
             decide(None, ok, &h(&[("cache-control", "max-age=60, private")]), 0),
-            Decision::NoStore("private")
+            Decision::NoStore(NoStoreReason::Private)
         );
         let exp = h(&[
             ("date", "Tue, 24 Nov 2026 10:00:00 GMT"),
@@ -474,7 +512,7 @@ mod tests {
                 &h(&[("cache-control", "max-age=60")]),
                 0
             ),
-            Decision::NoStore("server-error")
+            Decision::NoStore(NoStoreReason::ServerError)
         );
     }
 
@@ -495,7 +533,7 @@ mod tests {
         assert_eq!(f.fresh_ms, 5000);
         assert_eq!(
             decide(r, StatusCode::OK, &h(&[("cache-control", "no-store")]), 0),
-            Decision::NoStore("no-store")
+            Decision::NoStore(NoStoreReason::NoStore)
         );
         let c = rules("[[rules]]\npath=\"/\"\nttl=\"1h\"\noverride_origin=true\n");
         let r = c.rule_for("/x").map(|r| &**r);
@@ -510,7 +548,7 @@ mod tests {
         assert_eq!(f.fresh_ms, 3_600_000);
         assert_eq!(
             decide(r, StatusCode::OK, &h(&[("set-cookie", "a=b")]), 0),
-            Decision::NoStore("set-cookie")
+            Decision::NoStore(NoStoreReason::SetCookie)
         );
     }
 

@@ -87,7 +87,7 @@ impl PurgeTable {
         self.urls.len() + self.prefixes.len() + self.tags.len()
     }
 
-    fn apply(&mut self, r: &PurgeRecord) {
+    pub(crate) fn apply(&mut self, r: &PurgeRecord) {
         for t in &r.req.targets {
             let (map, key) = match t {
                 Target::Url(u) => (&mut self.urls, u),

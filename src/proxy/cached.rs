@@ -1,0 +1,239 @@
+//! The cached path of a GET or HEAD: look up, answer from the cache when it may, and
+//! otherwise join the one fill of the key (leading it, or waiting for it).
+//!
+//! Its state is a [`Missed`] request, and the outcome of its fill decides the answer. A
+//! round ends early, and the next starts with a fresh lookup, for a reason named by
+//! [`Again`].
+
+use super::answer::{entry_response, stale_if_error, stale_status};
+use super::fill::{Fill, ForLeader};
+use super::lookup::{classify_at, find, look, usable_on_error, Found};
+use super::request::Lookup;
+use super::{pass, Answer};
+use crate::coalesce::{Outcome, Role};
+use crate::config::Config;
+use crate::entry::Entry;
+use crate::error::ProxyError;
+use crate::instance::Shared;
+use crate::phase::{CacheStatus, Detail, Fwd, Phase};
+use crate::upstream::UpstreamError;
+use http::StatusCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Distinct fills one instance runs at once; past this, new misses get 503 at once.
+const MAX_FILLS_IN_FLIGHT: usize = 4096;
+
+/// Rounds at most, each a lookup and perhaps a fill: a lookup that keeps meeting fills
+/// that end without an answer for it is given up on rather than looped on.
+const MAX_ROUNDS: usize = 4;
+
+/// Why a round of the cached path starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Again {
+    /// The fill we waited for ended without an outcome (its task was dropped).
+    Abandoned,
+    /// The fill we waited for brought another variant than ours (Vary).
+    OtherVariant,
+}
+
+/// How one round ended.
+enum Round {
+    Done(Answer),
+    Again(Again),
+}
+
+/// A request the cache cannot answer as it stands: why it goes upstream, and the stored
+/// entry it may revalidate, or fall back on if the origin fails.
+struct Missed {
+    fwd: Fwd,
+    stale: Option<Arc<Entry>>,
+}
+
+/// Answers a cacheable GET or HEAD.
+pub(super) async fn serve(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -> Answer {
+    let mut last = Again::Abandoned;
+    for _ in 0..MAX_ROUNDS {
+        match round(shared, cfg, &lookup).await {
+            Round::Done(answer) => return answer,
+            Round::Again(why) => last = why,
+        }
+    }
+    let why = match last {
+        Again::Abandoned => "the fill for this URL was abandoned repeatedly",
+        Again::OtherVariant => "the fills for this URL kept bringing other variants",
+    };
+    Err(UpstreamError::Broken(why.into()).into())
+}
+
+async fn round(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) -> Round {
+    // One clock read serves the whole hit: freshness, `ttl` and `Age` agree.
+    let now = shared.clock.now_ms();
+    let found = find(shared, lookup).await;
+    let missed = match classify_at(&shared.purges.table(), found, &lookup.directives, now) {
+        Found::Fresh(e) => {
+            let s = CacheStatus::hit(e.ttl_ms(now)).saved(e.fetch_ms);
+            return Round::Done(Ok((entry_response(shared, &e, true, now), s)));
+        }
+        Found::Revalidate(e, why) => {
+            refresh(shared, cfg, lookup, Some(e.clone()));
+            let now = shared.clock.now_ms();
+            let s = stale_status(&e, why, now).saved(e.fetch_ms);
+            return Round::Done(Ok((entry_response(shared, &e, true, now), s)));
+        }
+        Found::Expired(e, fwd) => Missed {
+            fwd,
+            stale: Some(e),
+        },
+        Found::Miss(fwd) => Missed { fwd, stale: None },
+    };
+    if lookup.directives.only_if_cached {
+        return Round::Done(Err(ProxyError::NotCached));
+    }
+    // A dead or blackholed upstream must not pile up fills without bound.
+    if shared.flights.in_flight() >= MAX_FILLS_IN_FLIGHT {
+        return Round::Done(Err(ProxyError::Overloaded));
+    }
+    let (outcome, phase) = match shared.flights.join(&lookup.key.key) {
+        Role::Leader(permit) => {
+            // Double-checked: the previous fill may have stored the entry and released
+            // its permit between our lookup and our join.
+            if let Found::Fresh(e) = look(shared, lookup).await {
+                permit.finish(Arc::new(Outcome::Shared {
+                    entry: e.clone(),
+                    stored: true,
+                    collapsed: true,
+                    revalidated: false,
+                }));
+                let now = shared.clock.now_ms();
+                let s = CacheStatus::hit(e.ttl_ms(now));
+                return Round::Done(Ok((entry_response(shared, &e, true, now), s)));
+            }
+            let (tx, rx) = oneshot::channel();
+            let fill = Fill::new(shared, cfg, lookup, missed.stale.clone(), Some(tx));
+            shared.tasks.spawn(fill.run(permit));
+            match rx.await {
+                Ok(ForLeader::Private(p)) => return Round::Done(Ok(*p)),
+                Ok(ForLeader::Outcome(o)) => (o, Phase::Miss),
+                Err(_) => (Arc::new(Outcome::Abandoned), Phase::Miss),
+            }
+        }
+        Role::Follower(f) => {
+            let bound = cfg.upstream.timeout + Duration::from_secs(5);
+            match tokio::time::timeout(bound, f.wait()).await {
+                Ok(o) => (o, Phase::Collapsed),
+                Err(_) => {
+                    let e = UpstreamError::Timeout(cfg.upstream.timeout);
+                    return Round::Done(Err(e.into()));
+                }
+            }
+        }
+    };
+    missed.answer(shared, cfg, lookup, &outcome, phase).await
+}
+
+impl Missed {
+    /// The answer a fill's outcome makes for this request, led (`Miss`) or waited for
+    /// (`Collapsed`).
+    async fn answer(
+        self,
+        shared: &Arc<Shared>,
+        cfg: &Arc<Config>,
+        lookup: &Lookup,
+        outcome: &Outcome,
+        phase: Phase,
+    ) -> Round {
+        let now = shared.clock.now_ms();
+        let on_error = self.stale.as_ref().filter(|s| usable_on_error(s, now));
+        match outcome {
+            Outcome::Shared { entry, .. } if !entry.vary_matches(&lookup.headers) => {
+                Round::Again(Again::OtherVariant)
+            }
+            Outcome::Shared {
+                entry,
+                stored,
+                collapsed,
+                revalidated,
+            } => {
+                let phase = if *collapsed { Phase::Collapsed } else { phase };
+                if let (true, Some(s)) = (entry.status.is_server_error(), on_error) {
+                    let st = stale_if_error(s, Some(entry.status.as_u16()), now);
+                    return Round::Done(Ok((entry_response(shared, s, true, now), st)));
+                }
+                let mut s = CacheStatus::fwd(phase, self.fwd);
+                if phase == Phase::Collapsed {
+                    s.saved_ms = entry.fetch_ms;
+                }
+                s.stored = *stored && phase == Phase::Miss;
+                s.fwd_status = Some(if *revalidated {
+                    304
+                } else {
+                    entry.status.as_u16()
+                });
+                // A waiter's answer was not made for its request: it carries Age (RFC 9111
+                // §5.1), like a hit; so does a revalidated entry.
+                let not_new = *revalidated || phase == Phase::Collapsed;
+                Round::Done(Ok((entry_response(shared, entry, not_new, now), s)))
+            }
+            Outcome::Failed(err) => Round::Done(match on_error {
+                Some(s) => {
+                    let st = stale_if_error(s, None, now);
+                    Ok((entry_response(shared, s, true, now), st))
+                }
+                None => Err(err.clone().into()),
+            }),
+            Outcome::Pass => {
+                let req = lookup.upstream_request(cfg);
+                let s = CacheStatus::fwd(Phase::Miss, self.fwd).detail(Detail::Uncacheable);
+                Round::Done(pass::pass(shared, cfg, req, lookup.peer, s).await)
+            }
+            Outcome::Abandoned => Round::Again(Again::Abandoned),
+        }
+    }
+}
+
+/// Starts one background refresh of a stale entry, unless one already runs.
+fn refresh(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup, stale: Option<Arc<Entry>>) {
+    if let Role::Leader(permit) = shared.flights.join(&lookup.key.key) {
+        let fill = Fill::new(shared, cfg, lookup, stale, None);
+        shared.tasks.spawn(fill.run(permit));
+    }
+}
+
+/// Fetches `url` through the normal coalesced fill path, as if a client asked (warming).
+pub(crate) async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyError> {
+    let cfg = shared.live.get();
+    let lookup = Lookup::warm(&cfg, url)?;
+    // Still fresh past the next round: nothing to do. Otherwise refill now, before it
+    // expires, so the first client after the round never waits for the report.
+    let horizon = cfg.warm.every.as_millis() as i64 + 5_000;
+    let validate = match look(shared, &lookup).await {
+        Found::Fresh(e) if e.ttl_ms(shared.clock.now_ms()) > horizon => return Ok(e.status),
+        Found::Fresh(e) | Found::Revalidate(e, _) | Found::Expired(e, _) => Some(e),
+        Found::Miss(_) => None,
+    };
+    let outcome = match shared.flights.join(&lookup.key.key) {
+        Role::Leader(permit) => {
+            let (tx, rx) = oneshot::channel();
+            Fill::new(shared, &cfg, &lookup, validate, Some(tx))
+                .run(permit)
+                .await;
+            match rx.await {
+                Ok(ForLeader::Outcome(o)) => o,
+                Ok(ForLeader::Private(p)) => return Ok(p.0.status()),
+                Err(_) => Arc::new(Outcome::Abandoned),
+            }
+        }
+        Role::Follower(f) => f.wait().await,
+    };
+    match &*outcome {
+        Outcome::Shared { entry, .. } if entry.status.is_server_error() => {
+            Err(UpstreamError::Broken(format!("upstream answered {}", entry.status)).into())
+        }
+        Outcome::Shared { entry, .. } => Ok(entry.status),
+        Outcome::Failed(e) => Err(e.clone().into()),
+        Outcome::Pass => Ok(StatusCode::OK),
+        Outcome::Abandoned => Err(UpstreamError::Broken("warm fill abandoned".into()).into()),
+    }
+}

@@ -1,0 +1,421 @@
+//! A fill: fetch from upstream, decide, store, tell the waiters. One task per fill, holding
+//! the key's [`Permit`]; across instances sharing a store it also holds the key's fill lock
+//! ([`super::remote`]).
+
+use super::answer::entry_response;
+use super::request::Lookup;
+use crate::body::ProxyBody;
+use crate::coalesce::{Outcome, Permit};
+use crate::config::Config;
+use crate::entry::{self, Entry};
+use crate::instance::Shared;
+use crate::key;
+use crate::phase::{CacheStatus, Detail, Fwd, Phase};
+use crate::policy::{self, Decision, Freshness, NoStoreReason};
+use crate::purge::Verdict;
+use crate::upstream::UpstreamError;
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the leader's client gets from the fill.
+pub(super) enum ForLeader {
+    /// The same outcome followers get.
+    Outcome(Arc<Outcome>),
+    /// A response for the leader alone (not shareable, or streamed).
+    Private(Box<(Response<ProxyBody>, CacheStatus)>),
+}
+
+/// What a fill ends with: the outcome for every waiter, and perhaps a response for the
+/// leader alone.
+pub(super) type FillResult = (Arc<Outcome>, Option<(Response<ProxyBody>, CacheStatus)>);
+
+/// One fill of one key.
+pub(super) struct Fill {
+    pub shared: Arc<Shared>,
+    pub cfg: Arc<Config>,
+    pub lookup: Lookup,
+    /// A stored entry to revalidate: its validators go upstream, and a 304 renews it.
+    validate: Option<Arc<Entry>>,
+    leader: Option<oneshot::Sender<ForLeader>>,
+}
+
+/// A body read in full, or the part read before it proved too large to buffer.
+#[derive(Debug)]
+enum Read<B> {
+    Whole(Bytes),
+    TooLarge(Vec<Bytes>, B),
+}
+
+/// Reads `body` whole if it fits in `limit` bytes; a body longer than it said is cut off
+/// at the limit, one shorter than its `declared` length is an error (a torn transfer must
+/// never be stored).
+async fn read_limited<B>(
+    mut body: B,
+    limit: u64,
+    declared: Option<u64>,
+) -> Result<Read<B>, UpstreamError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(Read::TooLarge(Vec::new(), body));
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(16 << 10).min(limit) as usize);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UpstreamError::Broken(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                chunks.push(buf.freeze());
+                chunks.push(data);
+                return Ok(Read::TooLarge(chunks, body));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    if declared.is_some_and(|n| n != buf.len() as u64) {
+        return Err(UpstreamError::Broken(
+            "body shorter than its Content-Length".into(),
+        ));
+    }
+    Ok(Read::Whole(buf.freeze()))
+}
+
+/// The stored headers renewed by a 304 (RFC 9111 §3.2, §4.3.4): each header the 304 sends
+/// replaces the stored ones of its name, except those that describe the body.
+fn renewed_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+    let mut h = stored.clone();
+    let mut replaced: Vec<HeaderName> = Vec::new();
+    for (name, value) in not_modified.iter() {
+        if matches!(
+            *name,
+            header::CONTENT_LENGTH
+                | header::CONTENT_ENCODING
+                | header::CONTENT_RANGE
+                | header::TRANSFER_ENCODING
+        ) {
+            continue;
+        }
+        if !replaced.contains(name) {
+            h.remove(name);
+            replaced.push(name.clone());
+        }
+        h.append(name.clone(), value.clone());
+    }
+    h
+}
+
+impl Fill {
+    /// A fill for `lookup`; `stale` is revalidated if it has a validator; `leader` gets
+    /// the answer of the client that started it, if one did.
+    pub fn new(
+        shared: &Arc<Shared>,
+        cfg: &Arc<Config>,
+        lookup: &Lookup,
+        stale: Option<Arc<Entry>>,
+        leader: Option<oneshot::Sender<ForLeader>>,
+    ) -> Fill {
+        Fill {
+            shared: shared.clone(),
+            cfg: cfg.clone(),
+            lookup: lookup.clone(),
+            validate: stale.filter(|e| e.has_validator()),
+            leader,
+        }
+    }
+
+    pub async fn run(mut self, permit: Permit) {
+        let leader = self.leader.take();
+        let (outcome, private) = match &self.shared.store.peers {
+            Some(peers) => self.across_instances(&**peers).await,
+            None => self.fetch().await,
+        };
+        // Release the key only now: the entry (if any) is in the store already.
+        permit.finish(outcome.clone());
+        if let Some(tx) = leader {
+            let _ = tx.send(match private {
+                Some(p) => ForLeader::Private(Box::new(p)),
+                None => ForLeader::Outcome(outcome),
+            });
+        }
+    }
+
+    fn failed(&self, e: UpstreamError, what: &str) -> FillResult {
+        self.shared.metrics.upstream_errors.add(1);
+        tracing::warn!(url = %self.lookup.key.url.url, error = %e, "{what}");
+        (Arc::new(Outcome::Failed(e)), None)
+    }
+
+    /// Fetches the response, decides what to keep of it and stores it.
+    pub async fn fetch(&self) -> FillResult {
+        let sh = &self.shared;
+        let cfg = &self.cfg;
+        let purge_seq = sh.purges.seq();
+        let request_ms = sh.clock.now_ms();
+        let deadline = tokio::time::Instant::now() + cfg.upstream.timeout;
+        let started = std::time::Instant::now();
+        let resp = match self.send().await {
+            Ok(r) => r,
+            Err(e) => return self.failed(e, "fill failed"),
+        };
+        let (parts, body) = resp.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<u64>().ok());
+        let limit = cfg.store.max_object_size;
+        let read = tokio::time::timeout_at(deadline, read_limited(body, limit, declared)).await;
+        let body = match read.unwrap_or(Err(UpstreamError::Timeout(cfg.upstream.timeout))) {
+            Ok(Read::Whole(b)) => b,
+            Ok(Read::TooLarge(chunks, rest)) => {
+                let private = self.stream(parts, chunks, rest);
+                return (Arc::new(Outcome::Pass), Some(private));
+            }
+            Err(e) => return self.failed(e, "fill body failed; nothing stored"),
+        };
+        sh.metrics.bytes_from_upstream.add(body.len() as u64);
+        let fetch_time = started.elapsed();
+        sh.metrics.upstream_latency.observe(fetch_time);
+        let response_ms = sh.clock.now_ms();
+        let (status, mut headers, body, revalidated) = match (&self.validate, parts.status) {
+            (Some(old), StatusCode::NOT_MODIFIED) => {
+                let h = renewed_headers(&old.headers, &parts.headers);
+                (old.status, h, old.body.clone(), true)
+            }
+            _ => (parts.status, parts.headers, body, false),
+        };
+        headers.remove(header::CONTENT_LENGTH);
+        let initial_age_ms = policy::initial_age_ms(&headers, request_ms, response_ms);
+        headers.remove(header::AGE);
+        let decision = if self.lookup.directives.no_store {
+            Decision::NoStore(NoStoreReason::RequestNoStore)
+        } else {
+            policy::decide(self.lookup.rule.as_deref(), status, &headers, response_ms)
+        };
+        let entry = Entry {
+            status,
+            flags: 0,
+            stored_at_ms: response_ms,
+            initial_age_ms,
+            fresh_ms: 0,
+            swr_ms: 0,
+            sie_ms: 0,
+            purge_seq,
+            fetch_ms: fetch_time.as_millis() as u64,
+            url: self.lookup.key.url.url.clone(),
+            tags: Vec::new(),
+            vary: Vec::new(),
+            headers,
+            body,
+        };
+        let shared_entry = |entry: Arc<Entry>, stored| Outcome::Shared {
+            entry,
+            stored,
+            collapsed: false,
+            revalidated,
+        };
+        match decision {
+            Decision::Store(f) => {
+                let (entry, keep) = self.fresh(entry, &f);
+                // A purge that landed while we fetched covers this response: hand it to
+                // those who asked before, but never store it as fresh.
+                let purged = sh.purges.table().verdict(&entry) != Verdict::Valid;
+                let stored = !purged && self.store(&entry, keep).await;
+                (Arc::new(shared_entry(entry, stored)), None)
+            }
+            // An error every waiter may see, though no one stores it.
+            Decision::NoStore(_) if status.is_server_error() => {
+                (Arc::new(shared_entry(Arc::new(entry), false)), None)
+            }
+            Decision::NoStore(why) => {
+                let r = entry_response(sh, &entry, false, sh.clock.now_ms());
+                let mut s =
+                    CacheStatus::fwd(Phase::Miss, Fwd::UriMiss).detail(Detail::NotStored(why));
+                s.fwd_status = Some(parts.status.as_u16());
+                (Arc::new(Outcome::Pass), Some((r, s)))
+            }
+        }
+    }
+
+    /// Sends the fill's request upstream, conditional when it revalidates.
+    async fn send(&self) -> Result<Response<Incoming>, UpstreamError> {
+        let mut req = self.lookup.upstream_request(&self.cfg);
+        if let Some(old) = &self.validate {
+            let h = req.headers_mut();
+            if let Some(etag) = old.headers.get(header::ETAG) {
+                h.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(lm) = old.headers.get(header::LAST_MODIFIED) {
+                h.insert(header::IF_MODIFIED_SINCE, lm.clone());
+            }
+        }
+        self.shared.metrics.upstream_requests.add(1);
+        let peer = Some(self.lookup.peer.ip());
+        self.shared
+            .upstream
+            .send(&self.cfg.upstream, req, peer)
+            .await
+    }
+
+    /// The entry with the freshness it is stored with, and how long the store keeps it.
+    fn fresh(&self, mut entry: Entry, f: &Freshness) -> (Arc<Entry>, Duration) {
+        entry.fresh_ms = f.fresh_ms;
+        entry.swr_ms = f.swr_ms;
+        entry.sie_ms = f.sie_ms;
+        entry.tags = f.tags.clone();
+        entry.vary = f
+            .vary
+            .iter()
+            .map(|n| (n.clone(), key::vary_value(&self.lookup.headers, n)))
+            .collect();
+        for (on, flag) in [
+            (f.must_revalidate, entry::MUST_REVALIDATE),
+            (f.proxy_revalidate, entry::PROXY_REVALIDATE),
+            (f.no_cache, entry::NO_CACHE),
+        ] {
+            if on {
+                entry.flags |= flag;
+            }
+        }
+        let keep = f.keep_for(entry.initial_age_ms, entry.has_validator());
+        (Arc::new(entry), keep)
+    }
+
+    /// Writes an entry under its key, and under its variant key when it varies.
+    async fn store(&self, entry: &Arc<Entry>, keep: Duration) -> bool {
+        let sh = &self.shared;
+        let key = &self.lookup.key.key;
+        let mut result = Ok(());
+        if !entry.vary.is_empty() {
+            let variant = key::variant_key(key, &entry.vary);
+            result = sh.store.entries.put(&variant, entry.clone(), keep).await;
+        }
+        if result.is_ok() {
+            result = sh.store.entries.put(key, entry.clone(), keep).await;
+        }
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                sh.metrics.store_errors.add(1);
+                tracing::warn!(error = %e, "store write failed; response served uncached");
+                false
+            }
+        }
+    }
+
+    /// A response too large to store: stream it to the leader's client through a channel.
+    fn stream(
+        &self,
+        parts: http::response::Parts,
+        chunks: Vec<Bytes>,
+        mut rest: Incoming,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        let (tx, rx) = mpsc::channel(16);
+        self.shared.tasks.spawn(async move {
+            for c in chunks.into_iter().filter(|c| !c.is_empty()) {
+                if tx.send(Ok(c)).await.is_err() {
+                    return;
+                }
+            }
+            while let Some(frame) = rest.frame().await {
+                let item = match frame {
+                    Ok(f) => match f.into_data() {
+                        Ok(d) => Ok(d),
+                        Err(_) => continue,
+                    },
+                    Err(e) => Err(e.into()),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut r = Response::from_parts(parts, ProxyBody::Channel(rx));
+        r.headers_mut()
+            .append(header::VIA, HeaderValue::from_static("1.1 slate"));
+        let mut s = CacheStatus::fwd(Phase::Miss, Fwd::UriMiss).detail(Detail::TooLarge);
+        s.fwd_status = Some(r.status().as_u16());
+        (r, s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::BoxError;
+
+    /// A body that arrives in `chunks`, then perhaps breaks off.
+    fn body(chunks: &[&'static str], broken: bool) -> ProxyBody {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(chunks.len() + 1);
+        for c in chunks {
+            tx.try_send(Ok(Bytes::from_static(c.as_bytes()))).unwrap();
+        }
+        if broken {
+            tx.try_send(Err("connection reset".into())).unwrap();
+        }
+        ProxyBody::Channel(rx)
+    }
+
+    async fn read(chunks: &[&'static str], limit: u64, declared: Option<u64>) -> Read<ProxyBody> {
+        read_limited(body(chunks, false), limit, declared)
+            .await
+            .expect("read")
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_read_whole() {
+        let Read::Whole(b) = read(&["ab", "cd"], 4, Some(4)).await else {
+            panic!("whole")
+        };
+        assert_eq!(b, "abcd");
+        assert!(matches!(read(&["ab", "cd"], 4, None).await, Read::Whole(_)));
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_keeps_what_was_read() {
+        let Read::TooLarge(got, _) = read(&["ab", "cd", "e"], 3, None).await else {
+            panic!("too large")
+        };
+        assert_eq!(got.concat(), b"abcd", "nothing read is lost");
+        // Said too large up front: nothing is read at all.
+        let Read::TooLarge(got, _) = read(&["ab"], 3, Some(10)).await else {
+            panic!("too large")
+        };
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_short_or_broken_body_is_an_error() {
+        let short = read_limited(body(&["ab"], false), 10, Some(3)).await;
+        assert!(matches!(short, Err(UpstreamError::Broken(_))));
+        let broken = read_limited(body(&["ab"], true), 10, None).await;
+        assert!(matches!(broken, Err(UpstreamError::Broken(_))));
+    }
+
+    #[test]
+    fn a_304_renews_headers_but_not_the_body_description() {
+        let mut stored = HeaderMap::new();
+        stored.insert("etag", HeaderValue::from_static("\"v1\""));
+        stored.insert("content-encoding", HeaderValue::from_static("gzip"));
+        stored.append("x-a", HeaderValue::from_static("1"));
+        stored.append("x-a", HeaderValue::from_static("2"));
+        let mut nm = HeaderMap::new();
+        nm.insert("etag", HeaderValue::from_static("\"v2\""));
+        nm.insert("content-encoding", HeaderValue::from_static("br"));
+        nm.append("x-a", HeaderValue::from_static("3"));
+        let h = renewed_headers(&stored, &nm);
+        assert_eq!(h["etag"], "\"v2\"");
+        assert_eq!(h["content-encoding"], "gzip");
+        let xa: Vec<_> = h.get_all("x-a").iter().collect();
+        assert_eq!(xa, ["3"]);
+    }
+}

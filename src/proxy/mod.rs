@@ -1,0 +1,165 @@
+//! The request path, one file a step, in the order a request takes them.
+//!
+//! ```text
+//! handle ─ admit ─ route (key::route: normalize, the one rule match) ─┬─ GET/HEAD: cached
+//!   request.rs  rule says pass? credentials? → key, directives ────────┤
+//!   lookup.rs   find the entry (and its variant) → classify: Found ────┤
+//!   answer.rs   fresh → hit; servable stale → stale (+ one refresh) ───┤
+//!   cached.rs   miss → coalesce: leader spawns a fill, followers wait ─┤
+//!   fill.rs     fetch, decide, store, tell the waiters ────────────────┤
+//!   remote.rs   the fill lock across instances sharing the store ──────┘
+//!   pass.rs     other methods: pass through; unsafe ones invalidate (RFC 9111 §4.4)
+//! PURGE ─ crate::purge_api
+//! ```
+//!
+//! Every fill runs in a task of its own and reaches its clients through channels, so a
+//! client that hangs up cancels nothing: the entry is still stored for the next one.
+//! Back here, [`handle`] finishes every answer the same way: a client's conditional
+//! request answered from what the cache serves, `Cache-Status`, `HEAD`, metrics.
+
+mod answer;
+mod cached;
+mod fill;
+mod lookup;
+mod pass;
+mod remote;
+mod request;
+
+pub(crate) use cached::warm;
+
+use crate::body::ProxyBody;
+use crate::config::{Config, Rule};
+use crate::error::ProxyError;
+use crate::instance::Shared;
+use crate::key::{self, KeyError, NormalUrl};
+use crate::phase::{CacheStatus, Fwd, Phase};
+use answer::Conditional;
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What slate answers a request with, and how the cache saw it.
+type Answer = Result<(Response<ProxyBody>, CacheStatus), ProxyError>;
+
+/// RFC 9211 `Cache-Status`.
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// A request's URL in normal form, and the rule matched on it: made once per request and
+/// used for the key, the invalidation targets and the metrics route alike.
+struct Routed<'c> {
+    url: Result<NormalUrl, KeyError>,
+    rule: Option<&'c Arc<Rule>>,
+}
+
+/// Handles one client request; never fails (errors become answers).
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let cfg = shared.live.guard();
+    let head = req.method() == Method::HEAD;
+    let conditional = (head || req.method() == Method::GET)
+        .then(|| Conditional::of(req.headers()))
+        .flatten();
+    let mut route = None;
+    let answer = match admit(&cfg, &req) {
+        Ok(()) => {
+            let routed = match key::route(&cfg, req.uri()) {
+                Ok((url, rule)) => Routed { url: Ok(url), rule },
+                Err(e) => Routed {
+                    url: Err(e),
+                    rule: None,
+                },
+            };
+            route = routed.rule.map(|r| r.path.as_str());
+            dispatch(&shared, &cfg, req, peer, routed).await
+        }
+        Err(e) => Err(e),
+    };
+    let (mut resp, status) = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            let mut r = e.response();
+            if e.closes_connection() {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            (r, e.cache_status())
+        }
+    };
+    // A client's own conditional request, answered from what the cache serves (RFC 9111
+    // §4.3.2); pass-through answers were the origin's to make.
+    if let Some(c) = conditional {
+        let from_cache = matches!(
+            status.phase,
+            Phase::Hit | Phase::Stale | Phase::Miss | Phase::Collapsed
+        );
+        if from_cache && resp.status() == StatusCode::OK && c.not_modified(resp.headers()) {
+            answer::not_modified(&mut resp);
+        }
+    }
+    shared.metrics.request(status.phase, route, status.saved_ms);
+    if cfg.log.access_log {
+        tracing::info!(target: "slate::access", peer = %peer, status = resp.status().as_u16(), cache = ?status.header());
+    }
+    answer::add_cache_status(&mut resp, &status);
+    if head {
+        answer::strip_body(&mut resp);
+    }
+    resp
+}
+
+/// What is refused before the URL is even read.
+fn admit(cfg: &Config, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    let pq_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if pq_len > cfg.server.max_url_length {
+        return Err(ProxyError::UriTooLong(cfg.server.max_url_length));
+    }
+    // HTTP/1.x absolute-form (`GET http://other.example/x`) is for forward proxies: a
+    // reverse proxy answers for its own origin only. (HTTP/2 always carries an authority.)
+    if req.version() < http::Version::HTTP_2
+        && req.uri().scheme().is_some()
+        && req.method() != Method::OPTIONS
+    {
+        return Err(ProxyError::BadRequest(
+            "absolute-form request targets are for forward proxies; send the path only".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Config>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    routed: Routed<'_>,
+) -> Answer {
+    match *req.method() {
+        Method::GET | Method::HEAD => {
+            let lookup = match request::lookup(shared, cfg, req, peer, routed).await? {
+                request::Cacheable::Lookup(l) => l,
+                request::Cacheable::Passed(answer) => return Ok(answer),
+            };
+            cached::serve(shared, cfg, lookup).await
+        }
+        Method::CONNECT => Err(ProxyError::MethodNotAllowed(
+            "CONNECT is not supported by a reverse proxy".into(),
+        )),
+        _ if req.method().as_str() == "PURGE" => {
+            let resp = crate::purge_api::purge_method(shared, cfg, req, peer).await?;
+            Ok((resp, CacheStatus::new(Phase::Purge)))
+        }
+        // Safe methods pass through untouched.
+        Method::OPTIONS | Method::TRACE => {
+            let req = req.map(ProxyBody::Incoming);
+            let s = CacheStatus::fwd(Phase::Pass, Fwd::Method);
+            pass::pass(shared, cfg, req, peer, s).await
+        }
+        // Anything else may change the resource, like methods whose safety is unknown
+        // (RFC 9111 §4.4): pass through, and invalidate on success.
+        _ => pass::unsafe_method(shared, cfg, req, peer, routed.url.ok()).await,
+    }
+}
