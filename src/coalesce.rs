@@ -104,7 +104,8 @@ impl Permit {
     }
 
     /// How many followers wait on this fill now.
-    pub fn followers(&self) -> usize {
+    #[cfg(test)]
+    fn followers(&self) -> usize {
         self.tx.receiver_count().saturating_sub(1)
     }
 }

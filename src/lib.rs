@@ -1,44 +1,52 @@
 //! slate: a transparent caching reverse proxy for slow reporting APIs.
 //!
-//! Module map, in the order a request meets them:
-//! - [`server`]: accept loops, connection limits, header timeouts, graceful shutdown.
-//! - [`proxy`]: the request path: lookup, hit, stale, miss, fill, pass-through.
-//! - [`key`]: URL normalization and blake3 cache keys.
-//! - [`policy`]: RFC 9111 freshness and storability; rules fill in what the origin left out.
-//! - [`coalesce`]: single-flight; one upstream request per key, however many clients wait.
-//! - [`upstream`]: the pooled client to the reporting service and header hygiene.
-//! - [`store`]: the `Store` trait, the embedded memory store and Redis (single or cluster).
-//! - [`entry`]: the stored entry and its versioned binary format.
-//! - [`purge`]: purge records (exact, prefix, tag; hard or soft) applied at lookup time.
-//! - [`admin`]: the admin listener and the PURGE method; [`status`]: the HTML status page.
-//! - [`phase`]: the named outcome of a request, feeding `Cache-Status` and [`metrics`].
-//! - [`config`]: `config.toml` → validated [`config::Config`], live reload.
-//! - [`error`]: errors slate answers itself, mapped to HTTP in one place.
-//! - [`demo`]: the built-in slow report origin of `slate --demo`.
+//! Module map, from the listeners down (each uses only those below it):
+//! - `server`: accept loops, connection limits, header timeouts, graceful shutdown.
+//! - `proxy`: the request path, a file a step: route and key, lookup and classify, answer
+//!   from the cache, the cached path, fill, fill across instances, pass-through.
+//! - `purge_api`: the HTTP face of purging (PURGE, `POST /purge`), for both listeners.
+//! - `admin`: the admin listener (`/metrics`, `/healthz`, `/entry`, `POST /purge`);
+//!   `status`: the HTML status page.
+//! - `instance`: one instance's shared state, built once at start.
+//! - `purge`: purge records applied at lookup time (exact, prefix, tag; hard or soft).
+//! - `coalesce`: single-flight on one instance: one fill per key, as typed permits.
+//! - `store`: where entries live, by concern: `Storage` (memory, Redis, the in-process
+//!   tier), `PurgeLog`, and `Coordination` between instances sharing a store.
+//! - `entry`: the stored entry and its versioned binary format.
+//! - `error`: errors slate answers itself, mapped to HTTP in one place.
+//! - `key`: URL normalization, blake3 cache keys, and every other name in a store.
+//! - `policy`: RFC 9111 freshness and storability; rules fill in what the origin left out.
+//! - `upstream`: the pooled client to the reporting service and header hygiene.
+//! - `phase`: the named outcome of a request and its reasons, feeding `Cache-Status` and
+//!   `metrics`.
+//! - `config`: `config.toml` → validated [`config::Config`], live reload.
+//! - `demo`: the built-in slow report origin of `slate --demo`.
+//! - `clock`, `body`: the clock tests advance, the one body type slate sends.
 //!
 //! Tests and embedders start an instance in-process: build it with [`Instance::start`] and
-//! serve it with [`Instance::serve`] on listeners bound to port 0.
+//! serve it with [`Instance::serve`] on listeners bound to port 0. Public are only the
+//! modules that the binary, the tests and the benchmarks use.
 
-pub mod admin;
+mod admin;
 pub mod body;
 pub mod clock;
-pub mod coalesce;
+mod coalesce;
 pub mod config;
 pub mod demo;
 pub mod entry;
-pub mod error;
+mod error;
 mod instance;
 pub mod key;
-pub mod metrics;
-pub mod phase;
-pub mod policy;
-pub mod proxy;
-pub mod purge;
+mod metrics;
+mod phase;
+mod policy;
+mod proxy;
+mod purge;
 mod purge_api;
 pub mod server;
-pub mod status;
-pub mod store;
-pub mod upstream;
+mod status;
+mod store;
+mod upstream;
 
 pub use instance::{Instance, Shared, StartError};
 

@@ -2,7 +2,7 @@
 //!
 //! Every table denies unknown keys, so a typo is an error with a line number instead of a
 //! silently ignored setting. Values that need checking (durations, sizes, addresses, globs,
-//! CIDRs) are kept as [`Spanned`] strings here so that [`super::validate`] can point at the
+//! CIDRs) are kept as [`Spanned`] strings here so that `validate` can point at the
 //! offending line when it rejects them.
 
 use serde::Deserialize;

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-pub use validate::{parse_duration, parse_size, MAX_CONNECTIONS, MAX_DURATION, MIN_WARM_EVERY};
+pub use validate::{parse_duration, MIN_WARM_EVERY};
 
 /// One problem in a config file, located by line and column (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +123,7 @@ pub struct CacheConfig {
     /// revalidation). Off by default: a denial-of-service lever against the back end.
     pub honor_client_no_cache: bool,
     /// Request headers removed from every cacheable request before it goes upstream,
-    /// besides the built-in list ([`crate::upstream::UNKEYED_REQUEST_HEADERS`]): headers
+    /// besides the built-in list (`upstream::UNKEYED_REQUEST_HEADERS`): headers
     /// that could change the answer without being part of the key.
     pub strip_headers: Vec<HeaderName>,
 }

@@ -49,7 +49,7 @@ impl Live {
     /// logged as needing a restart. The namespace is also pinned to the running one in the
     /// config swapped in: the store named its purge-log keys and its event channel after it
     /// when it connected, so entries keyed under a new namespace would be purged and
-    /// announced under the old one (see [`crate::store::redis`]).
+    /// announced under the old one (see `store::redis`).
     pub fn reload(&self, path: &Path) -> Result<bool, super::ConfigError> {
         let mut new = Config::load(path)?;
         let old = self.get();

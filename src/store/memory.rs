@@ -58,12 +58,6 @@ impl MemoryStore {
             log: Mutex::new((0, Vec::new())),
         }
     }
-
-    /// Bytes held now (after pending maintenance), for tests and `/status`.
-    pub async fn weighted_size(&self) -> u64 {
-        self.cache.run_pending_tasks().await;
-        self.cache.weighted_size()
-    }
 }
 
 impl Storage for MemoryStore {
