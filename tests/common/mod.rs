@@ -7,18 +7,18 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
+use slate::body::ProxyBody;
 use slate::clock::Clock;
-use slate::config::Config;
+use slate::config::{Config, ServerConfig};
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// A free TCP port on loopback (bound then released).
 pub fn free_port() -> u16 {
@@ -154,77 +154,78 @@ pub struct Origin {
     hits: Arc<Mutex<HashMap<String, usize>>>,
     total: Arc<AtomicUsize>,
     pub last_headers: Arc<Mutex<Option<HeaderMap>>>,
-    _stop: oneshot::Sender<()>,
+    stop: watch::Sender<Option<tokio::time::Instant>>,
+}
+
+/// The origin's accept loop: slate's defaults, but with neither a header-read nor an idle
+/// timeout (a test origin keeps slate's pooled connections open as long as slate likes),
+/// and room for any header slate forwards.
+fn origin_server_config() -> ServerConfig {
+    let day = Duration::from_secs(24 * 3600);
+    ServerConfig {
+        header_read_timeout: day,
+        idle_timeout: day,
+        max_header_size: 1 << 20,
+        ..Config::default_config().server
+    }
 }
 
 impl Origin {
     /// An origin answering with `f(request, n)`, where n counts requests for that URL from 1.
+    /// It is served by slate's own accept loop (`slate::server::serve`).
     pub async fn start(
         f: impl Fn(&http::request::Parts, usize) -> Reply + Send + Sync + 'static,
     ) -> Origin {
-        let handler: Handler = Arc::new(f);
+        let reply: Handler = Arc::new(f);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits: Arc<Mutex<HashMap<String, usize>>> = Default::default();
         let total = Arc::new(AtomicUsize::new(0));
         let last_headers: Arc<Mutex<Option<HeaderMap>>> = Default::default();
-        let (stop, mut stopped) = oneshot::channel::<()>();
+        let (stop, stopped) = watch::channel(None);
         let (h2, t2, l2) = (hits.clone(), total.clone(), last_headers.clone());
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-                    _ = &mut stopped => return,
+        let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
+            let (reply, hits, total, last) = (reply.clone(), h2.clone(), t2.clone(), l2.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let _ = body.collect().await;
+                let pq = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                let n = {
+                    let mut m = hits.lock().unwrap();
+                    let c = m.entry(pq).or_insert(0);
+                    *c += 1;
+                    *c
                 };
-                let (handler, hits, total, last) =
-                    (handler.clone(), h2.clone(), t2.clone(), l2.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (handler, hits, total, last) =
-                            (handler.clone(), hits.clone(), total.clone(), last.clone());
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let _ = body.collect().await;
-                            let pq = parts
-                                .uri
-                                .path_and_query()
-                                .map(|p| p.to_string())
-                                .unwrap_or_default();
-                            let n = {
-                                let mut m = hits.lock().unwrap();
-                                let c = m.entry(pq).or_insert(0);
-                                *c += 1;
-                                *c
-                            };
-                            total.fetch_add(1, Ordering::SeqCst);
-                            *last.lock().unwrap() = Some(parts.headers.clone());
-                            let reply = handler(&parts, n);
-                            if !reply.delay.is_zero() {
-                                tokio::time::sleep(reply.delay).await;
-                            }
-                            let mut r = Response::new(Full::new(reply.body));
-                            *r.status_mut() = StatusCode::from_u16(reply.status).unwrap();
-                            for (k, v) in reply.headers {
-                                r.headers_mut().append(
-                                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                                    v.parse().unwrap(),
-                                );
-                            }
-                            Ok::<_, Infallible>(r)
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                total.fetch_add(1, Ordering::SeqCst);
+                *last.lock().unwrap() = Some(parts.headers.clone());
+                let reply = reply(&parts, n);
+                if !reply.delay.is_zero() {
+                    tokio::time::sleep(reply.delay).await;
+                }
+                let mut r = Response::new(ProxyBody::full(reply.body));
+                *r.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+                for (k, v) in reply.headers {
+                    r.headers_mut().append(
+                        http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        v.parse().unwrap(),
+                    );
+                }
+                r
             }
+        };
+        tokio::spawn(async move {
+            slate::server::serve(listener, &origin_server_config(), handler, stopped).await
         });
         Origin {
             addr,
             hits,
             total,
             last_headers,
-            _stop: stop,
+            stop,
         }
     }
 
@@ -239,6 +240,13 @@ impl Origin {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Origin {
+    /// Stops accepting at once; requests in flight still get their answers.
+    fn drop(&mut self) {
+        let _ = self.stop.send(Some(tokio::time::Instant::now()));
     }
 }
 
