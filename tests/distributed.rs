@@ -6,18 +6,28 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-const RULE: &str = "[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
-
-fn config(store_toml: &str, l1: &str, extra: &str) -> String {
+/// The instances' config file (`{origin}` standing for the origin's URL): on `store` with
+/// an in-process tier of `l1`, a fill lease of 1 s and `keys` in `[store]`.
+fn config(store: &StoreUnderTest, l1: &str, keys: &str) -> String {
+    let keys = format!("l1 = \"{l1}\"\nfill_lease = \"1s\"\n{keys}");
     format!(
-        "[upstream]\nurl = \"{{origin}}\"\ntimeout = \"20s\"\n{store_toml}l1 = \"{l1}\"\nfill_lease = \"1s\"\n{RULE}{extra}"
+        "[upstream]\nurl = \"{{origin}}\"\ntimeout = \"20s\"\n{}{RULE}",
+        store.table(&keys)
     )
 }
 
-async fn three(store_toml: &str, l1: &str, origin: &Origin) -> Vec<Slate> {
+/// One instance started from `config(store, l1, keys)`.
+async fn instance(origin: &Origin, store: &StoreUnderTest, l1: &str, keys: &str) -> Slate {
+    Slate::builder(&origin.url())
+        .whole_config(&config(store, l1, keys))
+        .start()
+        .await
+}
+
+async fn three(store: &StoreUnderTest, l1: &str, origin: &Origin) -> Vec<Slate> {
     let mut v = Vec::new();
     for _ in 0..3 {
-        v.push(slate_from(&config(store_toml, l1, ""), &origin.url()).await);
+        v.push(instance(origin, store, l1, "").await);
     }
     v
 }
@@ -44,7 +54,7 @@ async fn three_instances_one_upstream_request() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("report #{n}")).delay(Duration::from_millis(600)))
             .await;
-    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let store = StoreUnderTest::Redis(redis.url());
     let slates = three(&store, "64MiB", &origin).await;
     stampede(&slates, &origin, "/stampede?x=1").await;
     let waits: u64 = slates
@@ -64,7 +74,7 @@ async fn fill_longer_than_the_lease_is_still_one_request() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("slow #{n}")).delay(Duration::from_millis(3500)))
             .await;
-    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let store = StoreUnderTest::Redis(redis.url());
     let slates = three(&store, "0", &origin).await;
     let c = client();
     let tasks: Vec<_> = (0..30)
@@ -92,7 +102,7 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("report #{n}")).delay(Duration::from_millis(1500)))
             .await;
-    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let store = StoreUnderTest::Redis(redis.url());
     // The owner is a real slate process, killed with SIGKILL mid-fill.
     let dir = TempDir::new("owner");
     let port = free_port();
@@ -137,7 +147,7 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(origin.hits("/orphan"), 1);
-    let waiter = slate_from(&config(&store, "0", ""), &origin.url()).await;
+    let waiter = instance(&origin, &store, "0", "").await;
     let w = tokio::spawn({
         let (c, url) = (c.clone(), waiter.url("/orphan"));
         async move {
@@ -165,7 +175,7 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
 async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
     let redis = RedisServer::start();
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
-    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let store = StoreUnderTest::Redis(redis.url());
     let slates = three(&store, "64MiB", &origin).await;
     let c = client();
     // The in-process tiers are used once their invalidation subscriptions are up.
@@ -225,7 +235,7 @@ async fn redis_cluster_shares_entries_across_shards_and_purges_every_shard() {
         Reply::ok(format!("{} #{n}", p.uri)).delay(Duration::from_millis(300))
     })
     .await;
-    let slates = three(&cluster.toml(), "0", &origin).await;
+    let slates = three(&cluster.store(), "0", &origin).await;
     let c = client();
     stampede(&slates, &origin, "/c/stampede").await;
     for i in 0..30 {
@@ -288,11 +298,8 @@ async fn hits_arriving_together_share_one_redis_get() {
     let body = "r".repeat(20 << 10);
     let b = body.clone();
     let origin = Origin::start(move |_, _| Reply::ok(b.clone())).await;
-    let store = format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"5s\"\n",
-        redis.url()
-    );
-    let s = slate_from(&config(&store, "0", ""), &origin.url()).await;
+    let store = StoreUnderTest::Redis(redis.url());
+    let s = instance(&origin, &store, "0", "timeout = \"5s\"").await;
     // Until its event subscription is up, an instance polls the purge sequence number
     // (a GET) every 40 ms; after, once a second.
     let t = Instant::now();

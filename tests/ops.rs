@@ -117,8 +117,7 @@ where
 async fn reload_on_rename_save_and_broken_edits_keep_the_old_config() {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
     let dir = TempDir::new("reload");
-    let rule = "[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
-    let p = Proc::start(&dir, &origin.url(), rule, &[]).await;
+    let p = Proc::start(&dir, &origin.url(), RULE, &[]).await;
     let c = client();
     get(&c, &p.url("/r")).await;
     assert!(get(&c, &p.url("/r")).await.cache_status().contains("hit"));
@@ -164,15 +163,7 @@ async fn sighup_reloads() {
         .await
         .cache_status()
         .contains("detail=no-freshness"));
-    write_config(
-        &dir,
-        &config_text(
-            &origin.url(),
-            p.port,
-            p.admin,
-            "[[rules]]\npath = \"/\"\nttl = \"1h\"\n",
-        ),
-    );
+    write_config(&dir, &config_text(&origin.url(), p.port, p.admin, RULE));
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
         get(&c, &p.url("/h"))
@@ -262,8 +253,11 @@ async fn signals_during_start_up() {
 async fn shutdown_takes_at_most_one_shutdown_timeout() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("#{n}")).delay(Duration::from_secs(5))).await;
-    let extra = "[server]\nshutdown_timeout = \"1s\"\n[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
-    let slate = Slate::start(&origin.url(), &StoreUnderTest::Memory, extra).await;
+    let slate = Slate::builder(&origin.url())
+        .config("[server]\nshutdown_timeout = \"1s\"\n")
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     let inflight = tokio::spawn({
         let (c, u) = (c.clone(), slate.url("/slow"));
@@ -340,12 +334,11 @@ async fn metrics_move_with_traffic_and_healthz_reports_the_store() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("#{n}")).delay(Duration::from_millis(20))).await;
     let store = StoreUnderTest::Redis(redis.url());
-    let slate = Slate::start(
-        &origin.url(),
-        &store,
-        "[[rules]]\npath = \"/api/\"\nttl = \"1h\"\n",
-    )
-    .await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config("[[rules]]\npath = \"/api/\"\nttl = \"1h\"\n")
+        .start()
+        .await;
     let c = client();
     for _ in 0..5 {
         get(&c, &slate.url("/api/x")).await;
@@ -406,12 +399,7 @@ async fn metrics_move_with_traffic_and_healthz_reports_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_in_headless_chromium() {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
-    let slate = Slate::start(
-        &origin.url(),
-        &StoreUnderTest::Memory,
-        "[[rules]]\npath = \"/\"\nttl = \"1h\"\n",
-    )
-    .await;
+    let slate = Slate::builder(&origin.url()).config(RULE).start().await;
     let c = client();
     for _ in 0..4 {
         get(&c, &slate.url("/dash")).await; // 1 miss, 3 hits: 75.0%
@@ -460,8 +448,8 @@ async fn json_logs_parse_line_by_line_and_sigterm_drains() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("#{n}")).delay(Duration::from_millis(800))).await;
     let dir = TempDir::new("json");
-    let extra = "[log]\nformat = \"json\"\nlevel = \"info\"\naccess_log = true\n[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
-    let mut p = Proc::start(&dir, &origin.url(), extra, &[]).await;
+    let extra = format!("[log]\nformat = \"json\"\nlevel = \"info\"\naccess_log = true\n{RULE}");
+    let mut p = Proc::start(&dir, &origin.url(), &extra, &[]).await;
     let c = client();
     assert_eq!(send(&c, "PURGE", &p.url("/x*"), &[], "").await.status, 200);
     // An in-flight request when SIGTERM arrives still gets its answer.

@@ -6,11 +6,16 @@ mod common;
 use common::*;
 use std::time::Duration;
 
+/// Only `/r/` is cached here (common's `RULE` caches every path): `/other` has no rule.
 const RULE: &str = "[[rules]]\npath = \"/r/\"\nttl = \"1h\"\n";
 
 async fn miss_then_hit(store: StoreUnderTest) {
     let origin = Origin::start(|p, n| Reply::ok(format!("report {} #{n}", p.uri))).await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     let a = get(&c, &slate.url("/r/sales?region=eu")).await;
     assert_eq!(a.status, 200);
@@ -35,7 +40,11 @@ async fn miss_then_hit(store: StoreUnderTest) {
 
 async fn normalization_shares_a_key(store: StoreUnderTest) {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     let first = get(&c, &slate.url("/r/x?b=2&a=1")).await;
     for u in [
@@ -60,7 +69,11 @@ async fn normalization_shares_a_key(store: StoreUnderTest) {
 
 async fn head_uses_get_entry(store: StoreUnderTest) {
     let origin = Origin::start(|_, _| Reply::ok("0123456789")).await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     get(&c, &slate.url("/r/h")).await;
     let h = send(&c, "HEAD", &slate.url("/r/h"), &[], "").await;
@@ -80,7 +93,11 @@ async fn head_uses_get_entry(store: StoreUnderTest) {
 
 async fn no_rule_no_freshness_not_stored(store: StoreUnderTest) {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     let a = get(&c, &slate.url("/other")).await;
     let b = get(&c, &slate.url("/other")).await;
@@ -99,7 +116,11 @@ async fn origin_max_age_honored(store: StoreUnderTest) {
         Origin::start(|_, n| Reply::ok(format!("#{n}")).header("cache-control", "max-age=60"))
             .await;
     let clock = slate::clock::Clock::system();
-    let slate = Slate::start_with_clock(&origin.url(), &store, "", clock.clone()).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .clock(clock.clone())
+        .start()
+        .await;
     let c = client();
     assert_eq!(get(&c, &slate.url("/m")).await.text(), "#1");
     let hit = get(&c, &slate.url("/m")).await;
@@ -122,7 +143,12 @@ async fn ttl_expiry(store: StoreUnderTest) {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
     let clock = slate::clock::Clock::system();
     let rule = "[[rules]]\npath = \"/r/\"\nttl = \"30s\"\n";
-    let slate = Slate::start_with_clock(&origin.url(), &store, rule, clock.clone()).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(rule)
+        .clock(clock.clone())
+        .start()
+        .await;
     let c = client();
     assert_eq!(get(&c, &slate.url("/r/t")).await.text(), "#1");
     clock.advance(Duration::from_secs(29));
@@ -139,7 +165,11 @@ async fn cache_false_passes_through(store: StoreUnderTest) {
         Origin::start(|_, n| Reply::ok(format!("#{n}")).header("cache-control", "max-age=600"))
             .await;
     let rules = "[[rules]]\npath = \"/live/\"\ncache = false\n";
-    let slate = Slate::start(&origin.url(), &store, rules).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(rules)
+        .start()
+        .await;
     let c = client();
     let a = get(&c, &slate.url("/live/x")).await;
     let b = get(&c, &slate.url("/live/x")).await;
@@ -162,7 +192,11 @@ async fn server_errors_not_stored(store: StoreUnderTest) {
         }
     })
     .await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     let a = get(&c, &slate.url("/r/e")).await;
     assert_eq!(a.status, 503);
@@ -177,7 +211,11 @@ async fn hundred_concurrent_cold_requests_one_upstream(store: StoreUnderTest) {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("report #{n}")).delay(Duration::from_millis(400)))
             .await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     let url = slate.url("/r/cold?q=1");
     let mut collapsed = 0;
@@ -200,7 +238,11 @@ async fn hundred_concurrent_cold_requests_one_upstream(store: StoreUnderTest) {
 async fn client_disconnect_still_stores(store: StoreUnderTest) {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("#{n}")).delay(Duration::from_millis(500))).await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     let url = slate.url("/r/gone");
     let t = tokio::spawn({
@@ -220,7 +262,11 @@ async fn client_disconnect_still_stores(store: StoreUnderTest) {
 
 async fn purge_then_miss(store: StoreUnderTest) {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     get(&c, &slate.url("/r/p?a=1&b=2")).await;
     get(&c, &slate.url("/r/p?a=2")).await;
@@ -242,7 +288,11 @@ async fn purge_then_miss(store: StoreUnderTest) {
 async fn purge_needs_authorization(store: StoreUnderTest) {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
     let extra = format!("{RULE}[purge]\nallow = [\"10.9.9.0/24\"]\ntoken = \"s3cret-token\"\n");
-    let slate = Slate::start(&origin.url(), &store, &extra).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(&extra)
+        .start()
+        .await;
     let c = client();
     get(&c, &slate.url("/r/a")).await;
     for h in [
@@ -284,7 +334,11 @@ async fn purge_needs_authorization(store: StoreUnderTest) {
 
 async fn post_passes_through_and_invalidates(store: StoreUnderTest) {
     let origin = Origin::start(|p, n| Reply::ok(format!("{} #{n}", p.method))).await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     assert_eq!(get(&c, &slate.url("/r/doc")).await.text(), "GET #1");
     let p = send(&c, "POST", &slate.url("/r/doc"), &[], "payload").await;
@@ -309,15 +363,12 @@ async fn post_passes_through_and_invalidates(store: StoreUnderTest) {
 async fn oversize_streams_uncached(store: StoreUnderTest) {
     let big = "x".repeat(300_000);
     let origin = Origin::start(move |_, _| Reply::ok(big.clone())).await;
-    let clock = slate::clock::Clock::system();
-    let slate = Slate::start_full(
-        &origin.url(),
-        &store,
-        "max_object_size = \"100KiB\"\n",
-        RULE,
-        clock,
-    )
-    .await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .store_keys("max_object_size = \"100KiB\"")
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     for _ in 0..2 {
         let g = get(&c, &slate.url("/r/big")).await;
@@ -334,11 +385,19 @@ async fn oversize_streams_uncached(store: StoreUnderTest) {
 
 async fn memory_bound_holds_and_entries_survive_restart(store: StoreUnderTest) {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     get(&c, &slate.url("/r/keep")).await;
     slate.stop().await;
-    let slate = Slate::start(&origin.url(), &store, RULE).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULE)
+        .start()
+        .await;
     let g = get(&c, &slate.url("/r/keep")).await;
     match store {
         StoreUnderTest::Redis(_) | StoreUnderTest::Cluster(_) => {

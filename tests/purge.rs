@@ -40,7 +40,11 @@ async fn soft_purge(c: &HttpClient, slate: &Slate, path: &str) -> Got {
 
 async fn every_purge_form(store: StoreUnderTest) {
     let origin = Origin::start(tagged_origin()).await;
-    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULES)
+        .start()
+        .await;
     let c = client();
     let all = ["/s/a?x=1", "/s/a?x=2", "/s/ab", "/s/b", "/t/z"];
     fill(&c, &slate, &all).await;
@@ -120,7 +124,11 @@ async fn every_purge_form(store: StoreUnderTest) {
 async fn soft_purge_serves_stale_to_all_and_refreshes_once(store: StoreUnderTest) {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("v{n}")).delay(Duration::from_millis(400))).await;
-    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULES)
+        .start()
+        .await;
     let c = client();
     assert_eq!(get(&c, &slate.url("/s/soft")).await.text(), "v1");
     let p = soft_purge(&c, &slate, "/s/soft").await;
@@ -148,7 +156,11 @@ async fn soft_purge_serves_stale_to_all_and_refreshes_once(store: StoreUnderTest
 async fn purge_during_fill_is_not_undone(store: StoreUnderTest) {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("v{n}")).delay(Duration::from_millis(500))).await;
-    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULES)
+        .start()
+        .await;
     let c = client();
     let t = tokio::spawn({
         let (c, u) = (c.clone(), slate.url("/s/race"));
@@ -171,7 +183,11 @@ async fn admin_api_forms(store: StoreUnderTest) {
     let origin = Origin::start(tagged_origin()).await;
     let extra =
         format!("{RULES}[purge]\nallow = [\"192.0.2.0/24\"]\ntoken = \"back-office-token\"\n");
-    let slate = Slate::start(&origin.url(), &store, &extra).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(&extra)
+        .start()
+        .await;
     let c = client();
     let all = ["/s/a?x=1", "/s/b", "/t/z"];
     let post = |body: &'static str, h: &'static [(&'static str, &'static str)]| {
@@ -243,7 +259,11 @@ async fn admin_api_forms(store: StoreUnderTest) {
 async fn warm_urls_fetched_before_anyone_asks(store: StoreUnderTest) {
     let origin = Origin::start(|_, n| Reply::ok(format!("v{n}"))).await;
     let extra = format!("{RULES}[warm]\nurls = [\"/s/warm?region=global\"]\nevery = \"1h\"\n");
-    let slate = Slate::start(&origin.url(), &store, &extra).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(&extra)
+        .start()
+        .await;
     for _ in 0..200 {
         if origin.hits("/s/warm?region=global") == 1 {
             break;
@@ -266,9 +286,12 @@ async fn namespace_change_needs_a_restart_then_empties_the_cache(store: StoreUnd
     let base = format!(
         "[upstream]\nurl = \"{}\"\n{}{RULES}",
         origin.url(),
-        store.toml()
+        store.table("")
     );
-    let slate = slate_from(&base, &origin.url()).await;
+    let slate = Slate::builder(&origin.url())
+        .whole_config(&base)
+        .start()
+        .await;
     let c = client();
     fill(&c, &slate, &["/s/ns"]).await;
 
@@ -323,7 +346,7 @@ async fn namespace_change_needs_a_restart_then_empties_the_cache(store: StoreUnd
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entry_is_404_after_a_hard_purge_and_200_after_a_soft_one() {
     let origin = Origin::start(|_, n| Reply::ok(format!("v{n}"))).await;
-    let slate = Slate::start(&origin.url(), &StoreUnderTest::Memory, RULES).await;
+    let slate = Slate::builder(&origin.url()).config(RULES).start().await;
     let c = client();
     fill(&c, &slate, &["/s/hard", "/s/soft"]).await;
     let entry = |pq: &str| {

@@ -1556,9 +1556,10 @@ mod rfc5861_stale_if_error {
         })
         .await;
         let addr = origin.addr;
-        let slate =
-            Slate::start_with_clock(&origin.url(), &StoreUnderTest::Memory, "", clock.clone())
-                .await;
+        let slate = Slate::builder(&origin.url())
+            .clock(clock.clone())
+            .start()
+            .await;
         let c = client();
         assert_eq!(get(&c, &slate.url("/down")).await.text(), "body-1");
         drop(origin);
@@ -1803,8 +1804,11 @@ async fn env_at(
         }
     })
     .await;
-    let slate =
-        Slate::start_with_clock(&origin.url(), &StoreUnderTest::Memory, extra, clock.clone()).await;
+    let slate = Slate::builder(&origin.url())
+        .config(extra)
+        .clock(clock.clone())
+        .start()
+        .await;
     Env {
         origin,
         slate,

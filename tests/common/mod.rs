@@ -20,6 +20,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
+/// One rule: every path is cached for an hour.
+pub const RULE: &str = "[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
+
 /// A free TCP port on loopback (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -255,19 +258,37 @@ impl Drop for Origin {
 pub enum StoreUnderTest {
     Memory,
     Redis(String),
-    /// The `[store]` table of a running cluster.
-    Cluster(String),
+    /// The node URLs of a running Redis Cluster.
+    Cluster(Vec<String>),
 }
 
 impl StoreUnderTest {
-    pub fn toml(&self) -> String {
-        match self {
-            StoreUnderTest::Memory => "[store]\nkind = \"memory\"\nl1 = \"0\"\n".into(),
+    /// This store's `[store]` table with `keys` (TOML) in it. A key in `keys` wins over the
+    /// harness's own: `kind`, `url` or `nodes`, and `l1 = "0"` (no in-process tier unless
+    /// a test asks for one).
+    pub fn table(&self, keys: &str) -> String {
+        let mut table = toml::Table::new();
+        let kind = match self {
+            StoreUnderTest::Memory => "memory",
             StoreUnderTest::Redis(url) => {
-                format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\nl1 = \"0\"\n")
+                table.insert("url".into(), url.as_str().into());
+                "redis"
             }
-            StoreUnderTest::Cluster(toml) => format!("{toml}l1 = \"0\"\n"),
-        }
+            StoreUnderTest::Cluster(nodes) => {
+                let nodes: Vec<toml::Value> = nodes.iter().map(|n| n.as_str().into()).collect();
+                table.insert("nodes".into(), nodes.into());
+                "redis-cluster"
+            }
+        };
+        table.insert("kind".into(), kind.into());
+        table.insert("l1".into(), "0".into());
+        let keys: toml::Table = keys
+            .parse()
+            .unwrap_or_else(|e| panic!("store keys {keys:?}: {e}"));
+        table.extend(keys);
+        let mut doc = toml::Table::new();
+        doc.insert("store".into(), table.into());
+        doc.to_string()
     }
 }
 
@@ -281,43 +302,106 @@ pub struct Slate {
     done: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Slate {
-    /// Starts slate with `extra` TOML appended to an `[upstream]` pointing at `origin`.
-    pub async fn start(origin: &str, store: &StoreUnderTest, extra: &str) -> Slate {
-        Self::start_with_clock(origin, store, extra, Clock::system()).await
+/// How a test's slate is configured: see [`Slate::builder`].
+#[must_use = "a builder does nothing until `start`"]
+pub struct SlateBuilder {
+    origin: String,
+    store: Option<StoreUnderTest>,
+    store_keys: String,
+    upstream_timeout: Option<String>,
+    config: String,
+    whole: Option<String>,
+    clock: Clock,
+}
+
+impl SlateBuilder {
+    /// The store (the memory store if not given).
+    pub fn store(mut self, store: &StoreUnderTest) -> Self {
+        self.store = Some(store.clone());
+        self
     }
 
-    pub async fn start_with_clock(
-        origin: &str,
-        store: &StoreUnderTest,
-        extra: &str,
-        clock: Clock,
-    ) -> Slate {
-        Self::start_full(origin, store, "", extra, clock).await
+    /// More keys for `[store]` (TOML), e.g. `l1 = "64MiB"`: they win over the harness's.
+    pub fn store_keys(mut self, keys: &str) -> Self {
+        self.store_keys.push_str(keys);
+        self.store_keys.push('\n');
+        self
     }
 
-    /// `store_keys` go into `[store]`, `extra` after everything.
-    pub async fn start_full(
-        origin: &str,
-        store: &StoreUnderTest,
-        store_keys: &str,
-        extra: &str,
-        clock: Clock,
-    ) -> Slate {
-        let mut store_toml = store.toml();
-        if store_keys.contains("l1 =") {
-            store_toml = store_toml.replace("l1 = \"0\"\n", "");
+    /// `upstream.timeout` (the harness's is 10 s).
+    pub fn upstream_timeout(mut self, timeout: &str) -> Self {
+        self.upstream_timeout = Some(timeout.into());
+        self
+    }
+
+    /// More TOML after the harness's `[upstream]` and `[store]`: rules, `[server]`, ...
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config.push_str(toml);
+        self
+    }
+
+    /// The whole config file instead of the harness's, `{origin}` standing for the
+    /// origin's URL; nothing else but the clock may be given with it.
+    pub fn whole_config(mut self, text: &str) -> Self {
+        self.whole = Some(text.into());
+        self
+    }
+
+    /// The clock slate runs on (the system's if not given).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The config file this builder starts slate with.
+    fn text(&self) -> String {
+        if let Some(whole) = &self.whole {
+            assert!(
+                self.store.is_none()
+                    && self.store_keys.is_empty()
+                    && self.upstream_timeout.is_none()
+                    && self.config.is_empty(),
+                "whole_config is the whole config: nothing but the clock goes with it"
+            );
+            return whole.replace("{origin}", &self.origin);
         }
-        let text = format!(
-            "[upstream]\nurl = \"{origin}\"\ntimeout = \"10s\"\n{store_toml}{store_keys}\n{extra}"
-        );
+        let store = self.store.as_ref().unwrap_or(&StoreUnderTest::Memory);
+        format!(
+            "[upstream]\nurl = \"{}\"\ntimeout = \"{}\"\n{}\n{}",
+            self.origin,
+            self.upstream_timeout.as_deref().unwrap_or("10s"),
+            store.table(&self.store_keys),
+            self.config
+        )
+    }
+
+    /// Starts slate in-process and serves it on port 0.
+    pub async fn start(self) -> Slate {
+        let text = self.text();
         let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let instance = slate::Instance::start(config, clock.clone())
+        let instance = slate::Instance::start(config, self.clock.clone())
             .await
             .expect("slate starts");
-        Self::serve(instance, clock).await
+        Slate::serve(instance, self.clock).await
+    }
+}
+
+impl Slate {
+    /// A slate in front of `origin` (a URL), to configure and then `start`: by default on
+    /// the memory store, with no rules, on the system clock.
+    pub fn builder(origin: &str) -> SlateBuilder {
+        SlateBuilder {
+            origin: origin.into(),
+            store: None,
+            store_keys: String::new(),
+            upstream_timeout: None,
+            config: String::new(),
+            whole: None,
+            clock: Clock::system(),
+        }
     }
 
+    /// Serves an instance the test started itself (e.g. with `Instance::with_store`).
     pub async fn serve(instance: slate::Instance, clock: Clock) -> Slate {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -444,7 +528,7 @@ macro_rules! on_every_store {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let c = $crate::common::RedisCluster::start();
-                    super::$name($crate::common::StoreUnderTest::Cluster(c.toml())).await
+                    super::$name(c.store()).await
                 }
             )*
         }
@@ -524,26 +608,8 @@ impl RedisCluster {
         panic!("the Redis Cluster did not become ready");
     }
 
-    pub fn toml(&self) -> String {
-        let nodes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("\"{}\"", n.url()))
-            .collect();
-        format!(
-            "[store]\nkind = \"redis-cluster\"\nnodes = [{}]\n",
-            nodes.join(", ")
-        )
+    /// This cluster as the store of a test.
+    pub fn store(&self) -> StoreUnderTest {
+        StoreUnderTest::Cluster(self.nodes.iter().map(|n| n.url()).collect())
     }
-}
-
-/// Starts slate from whole config text (`{origin}` is replaced by the origin's URL).
-pub async fn slate_from(text: &str, origin: &str) -> Slate {
-    let text = text.replace("{origin}", origin);
-    let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let clock = Clock::system();
-    let instance = slate::Instance::start(config, clock.clone())
-        .await
-        .expect("slate starts");
-    Slate::serve(instance, clock).await
 }
