@@ -121,15 +121,12 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
         .unwrap();
     let c = client();
     let owner_url = format!("http://127.0.0.1:{port}/orphan");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+    eventually("the owner listens", Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+            .ok()
+    })
+    .await;
     let first = tokio::spawn({
         let c = c.clone();
         async move {
@@ -140,12 +137,12 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
         }
     });
     // Wait until the owner's request reached the origin: it holds the lock now.
-    for _ in 0..200 {
-        if origin.hits("/orphan") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the owner's request reaches the origin",
+        Duration::from_secs(2),
+        || async { (origin.hits("/orphan") == 1).then_some(()) },
+    )
+    .await;
     assert_eq!(origin.hits("/orphan"), 1);
     let waiter = instance(&origin, &store, "0", "").await;
     let w = tokio::spawn({
@@ -181,10 +178,12 @@ async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
     // The in-process tiers are used once their invalidation subscriptions are up.
     for s in &slates {
         let l1 = s.instance.shared.store.l1().expect("an L1 tier");
-        let t = Instant::now();
-        while !l1.is_trusted() && t.elapsed() < Duration::from_secs(10) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            "the L1 subscription comes up",
+            Duration::from_secs(10),
+            || async { l1.is_trusted().then_some(()) },
+        )
+        .await;
         assert!(l1.is_trusted(), "the L1 subscription came up");
     }
     let mut old = std::collections::HashMap::new();
@@ -302,10 +301,12 @@ async fn hits_arriving_together_share_one_redis_get() {
     let s = instance(&origin, &store, "0", "timeout = \"5s\"").await;
     // Until its event subscription is up, an instance polls the purge sequence number
     // (a GET) every 40 ms; after, once a second.
-    let t = Instant::now();
-    while !s.instance.shared.store.events_up() && t.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the subscription comes up",
+        Duration::from_secs(10),
+        || async { s.instance.shared.store.events_up().then_some(()) },
+    )
+    .await;
     assert!(
         s.instance.shared.store.events_up(),
         "the subscription came up"

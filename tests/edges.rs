@@ -402,12 +402,12 @@ async fn warming_and_entry_inspection_under_key_headers() {
     .await;
     let extra = "[[rules]]\npath = \"/a/\"\nttl = \"1h\"\nkey_headers = [\"accept\"]\n[warm]\nurls = [\"/a/w?x=1\"]\n";
     let slate = Slate::builder(&origin.url()).config(extra).start().await;
-    for _ in 0..200 {
-        if origin.hits("/a/w?x=1") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the warm request reaches the origin",
+        Duration::from_secs(2),
+        || async { (origin.hits("/a/w?x=1") == 1).then_some(()) },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let c = client();
     let g = get(&c, &slate.url("/a/w?x=1")).await;

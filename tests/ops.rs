@@ -35,7 +35,7 @@ impl Proc {
     async fn start(dir: &TempDir, origin: &str, extra: &str, args: &[&str]) -> Proc {
         let (port, admin) = (free_port(), free_port());
         let path = write_config(dir, &config_text(origin, port, admin, extra));
-        let mut child = Command::new(BIN)
+        let child = Command::new(BIN)
             .arg("--config")
             .arg(&path)
             .args(args)
@@ -43,18 +43,15 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        for _ in 0..400 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", admin))
+        // Killed on drop, should it not start.
+        let p = Proc { child, port, admin };
+        eventually("slate starts", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", admin))
                 .await
-                .is_ok()
-            {
-                return Proc { child, port, admin };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("slate did not start");
+                .ok()
+        })
+        .await;
+        p
     }
 
     fn url(&self, pq: &str) -> String {
@@ -98,21 +95,6 @@ async fn config_version(c: &HttpClient, p: &Proc) -> String {
         .to_string()
 }
 
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within {limit:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_on_rename_save_and_broken_edits_keep_the_old_config() {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
@@ -132,10 +114,17 @@ async fn reload_on_rename_save_and_broken_edits_keep_the_old_config() {
     );
     let t = Instant::now();
     write_config(&dir, &text);
-    wait_for("reload after a rename-save", Duration::from_secs(2), || {
-        let (c, u) = (c.clone(), p.url("/r"));
-        async move { get(&c, &u).await.cache_status().contains("fwd=bypass") }
-    })
+    eventually(
+        "reload after a rename-save",
+        Duration::from_secs(2),
+        || async {
+            get(&c, &p.url("/r"))
+                .await
+                .cache_status()
+                .contains("fwd=bypass")
+                .then_some(())
+        },
+    )
     .await;
     assert!(t.elapsed() < Duration::from_secs(2));
     let v2 = config_version(&c, &p).await;
@@ -173,9 +162,12 @@ async fn sighup_reloads() {
         "--no-watch: the file alone changes nothing"
     );
     p.signal("-HUP");
-    wait_for("reload on SIGHUP", Duration::from_secs(2), || {
-        let (c, u) = (c.clone(), p.url("/h"));
-        async move { get(&c, &u).await.cache_status().contains("stored") }
+    eventually("reload on SIGHUP", Duration::from_secs(2), || async {
+        get(&c, &p.url("/h"))
+            .await
+            .cache_status()
+            .contains("stored")
+            .then_some(())
     })
     .await;
 }
@@ -263,9 +255,12 @@ async fn shutdown_takes_at_most_one_shutdown_timeout() {
         let (c, u) = (c.clone(), slate.url("/slow"));
         async move { send(&c, "GET", &u, &[], "").await }
     });
-    while origin.hits("/slow") == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the fill reaches the origin",
+        Duration::from_secs(5),
+        || async { (origin.hits("/slow") > 0).then_some(()) },
+    )
+    .await;
     assert_eq!(slate.instance.shared.flights.in_flight(), 1, "a fill runs");
     let t = Instant::now();
     slate.stop().await;

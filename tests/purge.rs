@@ -264,12 +264,12 @@ async fn warm_urls_fetched_before_anyone_asks(store: StoreUnderTest) {
         .config(&extra)
         .start()
         .await;
-    for _ in 0..200 {
-        if origin.hits("/s/warm?region=global") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the warm request reaches the origin",
+        Duration::from_secs(2),
+        || async { (origin.hits("/s/warm?region=global") == 1).then_some(()) },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let c = client();
     let g = get(&c, &slate.url("/s/warm?region=global")).await;

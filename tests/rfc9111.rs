@@ -1459,7 +1459,11 @@ mod rfc5861_stale_while_revalidate {
             assert!(g.cache_status().contains("ttl=-"), "{}", g.cache_status());
         }
         // The refresh lands; from then on the new response is a fresh hit.
-        let fresh = poll_until(&t, "/swr", "body-2").await;
+        let fresh = eventually("/swr becomes body-2", Duration::from_secs(3), || async {
+            let g = t.get("/swr").await;
+            (g.text() == "body-2").then_some(g)
+        })
+        .await;
         assert!(has(&fresh, "hit"), "{}", fresh.cache_status());
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(t.hits("/swr"), 2, "exactly one background refresh");
@@ -1883,26 +1887,12 @@ async fn futures_join(t: &Env, pq: &str, n: usize) -> Vec<Got> {
     get_all(&t.c, (0..n).map(|_| url.clone())).await
 }
 
-/// GETs `pq` every 50 ms until the body is `body` (at most 3 s).
-async fn poll_until(t: &Env, pq: &str, body: &str) -> Got {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let g = t.get(pq).await;
-        if g.text() == body {
-            return g;
-        }
-        assert!(Instant::now() < deadline, "{pq} never became {body:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until nothing accepts connections on `addr` (at most 2 s).
 async fn wait_closed(addr: std::net::SocketAddr) {
-    for _ in 0..40 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{addr} still accepts connections");
+    eventually(
+        &format!("{addr} stops accepting connections"),
+        Duration::from_secs(2),
+        || async { tokio::net::TcpStream::connect(addr).await.err() },
+    )
+    .await;
 }

@@ -16,12 +16,45 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 /// One rule: every path is cached for an hour.
 pub const RULE: &str = "[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
+
+/// How often `eventually` asks again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Asks `f` every 20 ms until it answers `Some`, and returns that answer; panics with
+/// `what` when it has not within `limit`. For waiting until something holds, where a fixed
+/// sleep would guess how long that takes.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(POLL).await;
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+    }
+}
+
+/// `eventually` for a caller that is not async (it blocks its thread between asks).
+pub fn eventually_blocking<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(POLL);
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+    }
+}
 
 /// A free TCP port on loopback (bound then released).
 pub fn free_port() -> u16 {
@@ -82,13 +115,12 @@ impl RedisServer {
             child,
             _dir: dir,
         };
-        for _ in 0..200 {
-            if r.cli(&["PING"]).trim() == "PONG" {
-                return r;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server on port {port} did not answer PING");
+        eventually_blocking(
+            &format!("redis-server on port {port} answers PING"),
+            Duration::from_secs(5),
+            || (r.cli(&["PING"]).trim() == "PONG").then_some(()),
+        );
+        r
     }
 
     pub fn url(&self) -> String {
@@ -596,16 +628,17 @@ impl RedisCluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        for _ in 0..400 {
-            let ok = nodes
-                .iter()
-                .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
-            if ok {
-                return RedisCluster { nodes };
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("the Redis Cluster did not become ready");
+        eventually_blocking(
+            "the Redis Cluster is ready",
+            Duration::from_secs(10),
+            || {
+                let ok = nodes
+                    .iter()
+                    .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+                ok.then_some(())
+            },
+        );
+        RedisCluster { nodes }
     }
 
     /// This cluster as the store of a test.
