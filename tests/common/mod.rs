@@ -475,6 +475,138 @@ impl Slate {
     }
 }
 
+/// One member of a `Cache-Status` field (RFC 9211): a cache and what it did with the
+/// request, e.g. `slate; fwd=uri-miss; stored; fwd-status=200`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStatus {
+    pub name: String,
+    /// In order; a flag (`hit`, `stored`, `collapsed`) has no value.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl CacheStatus {
+    /// The members of a field value, in order (several field lines: joined with ", ").
+    pub fn parse_list(value: &str) -> Vec<CacheStatus> {
+        split_unquoted(value, ',')
+            .into_iter()
+            .filter(|m| !m.trim().is_empty())
+            .map(|member| {
+                let mut parts = split_unquoted(member, ';').into_iter();
+                let name = unquote(parts.next().unwrap_or_default().trim());
+                let params = parts
+                    .map(|p| match p.split_once('=') {
+                        Some((k, v)) => (k.trim().to_string(), Some(unquote(v.trim()))),
+                        None => (p.trim().to_string(), None),
+                    })
+                    .collect();
+                CacheStatus { name, params }
+            })
+            .collect()
+    }
+
+    /// Whether the parameter is there, flag or not (`has("stored")`, `has("ttl")`).
+    pub fn has(&self, key: &str) -> bool {
+        self.params.iter().any(|(k, _)| k == key)
+    }
+
+    /// A parameter's value (`None` when absent, or a flag).
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// Answered from the cache, not forwarded: `hit`. RFC 9211 §2.1 makes `hit` and `fwd`
+    /// exclusive, and a member with both panics here, so that neither `is_hit()` nor
+    /// `!is_hit()` passes on one.
+    pub fn is_hit(&self) -> bool {
+        let hit = self.has("hit");
+        assert!(
+            !(hit && self.has("fwd")),
+            "hit and fwd are exclusive: {self}"
+        );
+        hit
+    }
+
+    /// Why the request went forward (`uri-miss`, `stale`, `bypass`, `method`, ...).
+    pub fn fwd(&self) -> Option<&str> {
+        self.param("fwd")
+    }
+
+    pub fn fwd_status(&self) -> Option<u16> {
+        self.number("fwd-status")
+    }
+
+    /// Seconds of freshness left (negative: stale).
+    pub fn ttl(&self) -> Option<i64> {
+        self.number("ttl")
+    }
+
+    pub fn detail(&self) -> Option<&str> {
+        self.param("detail")
+    }
+
+    fn number<N: std::str::FromStr>(&self, key: &str) -> Option<N> {
+        let v = self.param(key)?;
+        Some(
+            v.parse()
+                .unwrap_or_else(|_| panic!("{key}={v} is no number: {self}")),
+        )
+    }
+}
+
+impl std::fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        for (k, v) in &self.params {
+            match v {
+                Some(v) => write!(f, "; {k}={v}")?,
+                None => write!(f, "; {k}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `s` split at every `sep` outside a quoted string.
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let (mut out, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, ch) in s.char_indices() {
+        match ch {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// A token as it is, a quoted string without its quotes and escapes.
+fn unquote(s: &str) -> String {
+    match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(inner) => {
+            let mut out = String::new();
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or(c)
+                } else {
+                    c
+                });
+            }
+            out
+        }
+        None => s.to_string(),
+    }
+}
+
 /// A response read whole.
 #[derive(Debug, Clone)]
 pub struct Got {
@@ -484,8 +616,29 @@ pub struct Got {
 }
 
 impl Got {
+    /// The first `Cache-Status` field line as it came (for messages).
     pub fn cache_status(&self) -> String {
         self.header("cache-status")
+    }
+
+    /// Every `Cache-Status` member, over all its field lines, in order.
+    pub fn cache_statuses(&self) -> Vec<CacheStatus> {
+        let lines: Vec<&str> = self
+            .headers
+            .get_all("cache-status")
+            .iter()
+            .map(|v| v.to_str().expect("Cache-Status is text"))
+            .collect();
+        CacheStatus::parse_list(&lines.join(", "))
+    }
+
+    /// slate's `Cache-Status` member (the last one named `slate`); panics if there is none.
+    pub fn cache(&self) -> CacheStatus {
+        self.cache_statuses()
+            .into_iter()
+            .rev()
+            .find(|m| m.name == "slate")
+            .unwrap_or_else(|| panic!("no slate member in Cache-Status: {:?}", self.headers))
     }
     pub fn header(&self, name: &str) -> String {
         self.headers
