@@ -2,14 +2,16 @@
 //! benchmarks (`slate demo-origin`).
 
 use crate::body::ProxyBody;
+use crate::config::{Config, ServerConfig};
+use crate::server;
 use http::{header, HeaderValue, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// How the demo origin behaves.
 #[derive(Debug, Clone)]
@@ -18,6 +20,17 @@ pub struct OriginConfig {
     pub delay: Duration,
     /// Pad bodies to at least this many bytes (0: no padding).
     pub body_size: usize,
+}
+
+/// The accept loop's settings: slate's defaults, without a header-read or idle timeout
+/// (a slow origin lets its clients keep their connections as long as they like).
+fn server_config() -> ServerConfig {
+    let day = Duration::from_secs(24 * 3600);
+    ServerConfig {
+        header_read_timeout: day,
+        idle_timeout: day,
+        ..Config::default_config().server
+    }
 }
 
 /// Serves reports on `listener` until `shutdown`; returns the number of requests served.
@@ -40,41 +53,39 @@ pub async fn origin(
         }
         bytes::Bytes::from(s)
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let (count, cfg, fixed, builder) =
-            (count.clone(), cfg.clone(), fixed.clone(), builder.clone());
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let n = count.fetch_add(1, Ordering::Relaxed) + 1;
-                    let (cfg, fixed) = (cfg.clone(), fixed.clone());
-                    async move {
-                        if !cfg.delay.is_zero() {
-                            tokio::time::sleep(cfg.delay).await;
-                        }
-                        let body = match fixed {
-                            Some(b) => b,
-                            None => report(req.uri(), n).into(),
-                        };
-                        let mut r = Response::new(ProxyBody::Full(Some(body)));
-                        *r.status_mut() = StatusCode::OK;
-                        r.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        );
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
+    let count2 = count.clone();
+    let handler = move |req: http::Request<hyper::body::Incoming>, _peer: SocketAddr| {
+        let n = count2.fetch_add(1, Ordering::Relaxed) + 1;
+        let (delay, fixed) = (cfg.delay, fixed.clone());
+        async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let body = match fixed {
+                Some(b) => b,
+                None => report(req.uri(), n).into(),
+            };
+            let mut r = Response::new(ProxyBody::Full(Some(body)));
+            *r.status_mut() = StatusCode::OK;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+    };
+    // slate's own accept loop (it backs off on EMFILE instead of spinning); `shutdown`
+    // stops it at once, as the origin never waited for its connections.
+    let server = server_config();
+    let (stop, stopped) = watch::channel(None);
+    let stop_on_shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(Some(tokio::time::Instant::now()));
+    };
+    tokio::join!(
+        server::serve(listener, &server, handler, stopped),
+        stop_on_shutdown
+    );
     count.load(Ordering::Relaxed)
 }
 

@@ -6,18 +6,28 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-const RULE: &str = "[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
-
-fn config(store_toml: &str, l1: &str, extra: &str) -> String {
+/// The instances' config file (`{origin}` standing for the origin's URL): on `store` with
+/// an in-process tier of `l1`, a fill lease of 1 s and `keys` in `[store]`.
+fn config(store: &StoreUnderTest, l1: &str, keys: &str) -> String {
+    let keys = format!("l1 = \"{l1}\"\nfill_lease = \"1s\"\n{keys}");
     format!(
-        "[upstream]\nurl = \"{{origin}}\"\ntimeout = \"20s\"\n{store_toml}l1 = \"{l1}\"\nfill_lease = \"1s\"\n{RULE}{extra}"
+        "[upstream]\nurl = \"{{origin}}\"\ntimeout = \"20s\"\n{}{RULE}",
+        store.table(&keys)
     )
 }
 
-async fn three(store_toml: &str, l1: &str, origin: &Origin) -> Vec<Slate> {
+/// One instance started from `config(store, l1, keys)`.
+async fn instance(origin: &Origin, store: &StoreUnderTest, l1: &str, keys: &str) -> Slate {
+    Slate::builder(&origin.url())
+        .whole_config(&config(store, l1, keys))
+        .start()
+        .await
+}
+
+async fn three(store: &StoreUnderTest, l1: &str, origin: &Origin) -> Vec<Slate> {
     let mut v = Vec::new();
     for _ in 0..3 {
-        v.push(slate_from(&config(store_toml, l1, ""), &origin.url()).await);
+        v.push(instance(origin, store, l1, "").await);
     }
     v
 }
@@ -44,7 +54,7 @@ async fn three_instances_one_upstream_request() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("report #{n}")).delay(Duration::from_millis(600)))
             .await;
-    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let store = StoreUnderTest::Redis(redis.url());
     let slates = three(&store, "64MiB", &origin).await;
     stampede(&slates, &origin, "/stampede?x=1").await;
     let waits: u64 = slates
@@ -64,7 +74,7 @@ async fn fill_longer_than_the_lease_is_still_one_request() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("slow #{n}")).delay(Duration::from_millis(3500)))
             .await;
-    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let store = StoreUnderTest::Redis(redis.url());
     let slates = three(&store, "0", &origin).await;
     let c = client();
     let tasks: Vec<_> = (0..30)
@@ -92,7 +102,7 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("report #{n}")).delay(Duration::from_millis(1500)))
             .await;
-    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let store = StoreUnderTest::Redis(redis.url());
     // The owner is a real slate process, killed with SIGKILL mid-fill.
     let dir = TempDir::new("owner");
     let port = free_port();
@@ -111,15 +121,12 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
         .unwrap();
     let c = client();
     let owner_url = format!("http://127.0.0.1:{port}/orphan");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+    eventually("the owner listens", Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+            .ok()
+    })
+    .await;
     let first = tokio::spawn({
         let c = c.clone();
         async move {
@@ -130,14 +137,14 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
         }
     });
     // Wait until the owner's request reached the origin: it holds the lock now.
-    for _ in 0..200 {
-        if origin.hits("/orphan") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the owner's request reaches the origin",
+        Duration::from_secs(2),
+        || async { (origin.hits("/orphan") == 1).then_some(()) },
+    )
+    .await;
     assert_eq!(origin.hits("/orphan"), 1);
-    let waiter = slate_from(&config(&store, "0", ""), &origin.url()).await;
+    let waiter = instance(&origin, &store, "0", "").await;
     let w = tokio::spawn({
         let (c, url) = (c.clone(), waiter.url("/orphan"));
         async move {
@@ -165,7 +172,7 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
 async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
     let redis = RedisServer::start();
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
-    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let store = StoreUnderTest::Redis(redis.url());
     let slates = three(&store, "64MiB", &origin).await;
     let c = client();
     // The in-process tiers are used once their invalidation subscriptions are up.
@@ -174,10 +181,12 @@ async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
             let l1 = s.instance.shared.store.entries.stats().l1;
             l1.expect("an L1 tier").trusted
         };
-        let t = Instant::now();
-        while !trusted() && t.elapsed() < Duration::from_secs(10) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            "the L1 subscription comes up",
+            Duration::from_secs(10),
+            || async { trusted().then_some(()) },
+        )
+        .await;
         assert!(trusted(), "the L1 subscription came up");
     }
     let mut old = std::collections::HashMap::new();
@@ -186,7 +195,7 @@ async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
         for s in &slates[..2] {
             for _ in 0..2 {
                 let g = get(&c, &s.url(path)).await;
-                assert!(g.cache_status().contains("hit"), "{}", g.cache_status());
+                assert!(g.cache().is_hit(), "{}", g.cache_status());
             }
         }
     }
@@ -228,7 +237,7 @@ async fn redis_cluster_shares_entries_across_shards_and_purges_every_shard() {
         Reply::ok(format!("{} #{n}", p.uri)).delay(Duration::from_millis(300))
     })
     .await;
-    let slates = three(&cluster.toml(), "0", &origin).await;
+    let slates = three(&cluster.store(), "0", &origin).await;
     let c = client();
     stampede(&slates, &origin, "/c/stampede").await;
     for i in 0..30 {
@@ -238,7 +247,7 @@ async fn redis_cluster_shares_entries_across_shards_and_purges_every_shard() {
     for i in 0..30 {
         let g = get(&c, &slates[(i + 1) % 3].url(&format!("/c/r?id={i}"))).await;
         assert!(
-            g.cache_status().contains("hit"),
+            g.cache().is_hit(),
             "shared across instances: {}",
             g.cache_status()
         );
@@ -261,8 +270,9 @@ async fn redis_cluster_shares_entries_across_shards_and_purges_every_shard() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..30 {
         let g = get(&c, &slates[i % 3].url(&format!("/c/r?id={i}"))).await;
-        assert!(
-            g.cache_status().contains("fwd=uri-miss"),
+        assert_eq!(
+            g.cache().fwd(),
+            Some("uri-miss"),
             "purged on every shard: {}",
             g.cache_status()
         );
@@ -291,40 +301,24 @@ async fn hits_arriving_together_share_one_redis_get() {
     let body = "r".repeat(20 << 10);
     let b = body.clone();
     let origin = Origin::start(move |_, _| Reply::ok(b.clone())).await;
-    let store = format!(
-        "[store]\nkind = \"redis\"\nurl = \"{}\"\ntimeout = \"5s\"\n",
-        redis.url()
-    );
-    let s = slate_from(&config(&store, "0", ""), &origin.url()).await;
+    let store = StoreUnderTest::Redis(redis.url());
+    let s = instance(&origin, &store, "0", "timeout = \"5s\"").await;
     // Until its event subscription is up, an instance polls the purge sequence number
     // (a GET) every 40 ms; after, once a second.
-    let t = Instant::now();
-    while !s
-        .instance
-        .shared
-        .store
-        .peers
-        .as_ref()
-        .is_some_and(|p| p.subscribed())
-        && t.elapsed() < Duration::from_secs(10)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        s.instance
-            .shared
-            .store
-            .peers
-            .as_ref()
-            .is_some_and(|p| p.subscribed()),
-        "the subscription came up"
-    );
+    let subscribed = || {
+        let peers = s.instance.shared.store.peers.as_ref();
+        peers.is_some_and(|p| p.subscribed())
+    };
+    eventually(
+        "the subscription comes up",
+        Duration::from_secs(10),
+        || async { subscribed().then_some(()) },
+    )
+    .await;
+    assert!(subscribed(), "the subscription came up");
     let c = client();
     get(&c, &s.url("/together")).await;
-    assert!(get(&c, &s.url("/together"))
-        .await
-        .cache_status()
-        .contains("hit"));
+    assert!(get(&c, &s.url("/together")).await.cache().is_hit());
     let gets_before = redis_calls(&redis, "get");
     let joined = || s.instance.shared.store.entries.stats().reads_joined;
     let joined_before = joined().expect("Redis counts joined reads");
@@ -332,7 +326,7 @@ async fn hits_arriving_together_share_one_redis_get() {
     assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]).trim(), "OK");
     for g in get_all(&c, (0..50).map(|_| s.url("/together"))).await {
         assert_eq!(g.status, 200);
-        assert!(g.cache_status().contains("hit"), "{}", g.cache_status());
+        assert!(g.cache().is_hit(), "{}", g.cache_status());
         assert_eq!(g.text(), body, "every hit has the whole report");
     }
     let gets = redis_calls(&redis, "get") - gets_before;

@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const RULE: &str = "[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
-
 /// Sends raw bytes and returns the status code answered, or `None` if the connection was
 /// closed (or reset) without an answer. Bounded by 5 s.
 async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<u16> {
@@ -33,7 +31,7 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_get_4xx_or_a_closed_connection_never_5xx() {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
-    let slate = Slate::start(&origin.url(), &StoreUnderTest::Memory, RULE).await;
+    let slate = Slate::builder(&origin.url()).config(RULE).start().await;
     let a = slate.addr;
     let long_url = format!("GET /r/{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(10_000));
     let huge_header = format!(
@@ -166,17 +164,11 @@ async fn slow_clients_are_dropped_and_connections_are_bounded() {
         }
     })
     .await;
-    let clock = slate::clock::Clock::system();
-    let extra = format!(
-        "[server]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"1s\"\nmax_connections = 3\n{RULE}"
-    );
-    let text = format!(
-        "[upstream]\nurl = \"{}\"\n[store]\nkind = \"memory\"\n{extra}",
-        origin.url()
-    );
-    let config = slate::config::Config::parse("t", &text).unwrap();
-    let inst = slate::Instance::start(config, clock.clone()).await.unwrap();
-    let slate = Slate::serve(inst, clock).await;
+    let slate = Slate::builder(&origin.url())
+        .config("[server]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"1s\"\nmax_connections = 3\n")
+        .config(RULE)
+        .start()
+        .await;
 
     // A client that never finishes its headers is dropped.
     let mut slow = TcpStream::connect(slate.addr).await.unwrap();
@@ -261,7 +253,7 @@ async fn slow_clients_are_dropped_and_connections_are_bounded() {
 async fn a_thousand_concurrent_connections_are_served() {
     slate::server::raise_fd_limit();
     let origin = Origin::start(|_, _| Reply::ok("report")).await;
-    let slate = Slate::start(&origin.url(), &StoreUnderTest::Memory, RULE).await;
+    let slate = Slate::builder(&origin.url()).config(RULE).start().await;
     let addr = slate.addr;
     let tasks: Vec<_> = (0..1000)
         .map(|i| {
@@ -295,14 +287,12 @@ async fn redis_killed_and_restarted_under_load_every_request_answered() {
     let port = redis.port;
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
     let store = StoreUnderTest::Redis(redis.url());
-    let slate = Slate::start_full(
-        &origin.url(),
-        &store,
-        "l1 = \"64MiB\"\n",
-        RULE,
-        slate::clock::Clock::system(),
-    )
-    .await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .store_keys("l1 = \"64MiB\"")
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = (0..4)
@@ -341,20 +331,16 @@ async fn redis_killed_and_restarted_under_load_every_request_answered() {
     }
     assert!(total > 50, "{total} requests answered, all 200");
     // Caching resumes on its own.
-    let mut resumed = false;
-    for _ in 0..50 {
-        get(&c, &slate.url("/r/after")).await;
-        if get(&c, &slate.url("/r/after"))
-            .await
-            .cache_status()
-            .contains("; hit")
-        {
-            resumed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(resumed, "caching resumed after Redis came back");
+    let url = slate.url("/r/after");
+    eventually(
+        "caching resumed after Redis came back",
+        Duration::from_secs(15),
+        || async {
+            get(&c, &url).await;
+            get(&c, &url).await.cache().is_hit().then_some(())
+        },
+    )
+    .await;
     assert!(redis
         .cli(&["--scan", "--pattern", "slate:*"])
         .contains("slate:v1:e:"));
@@ -366,14 +352,12 @@ async fn a_hung_redis_costs_no_request_more_than_its_timeout() {
     let redis = RedisServer::start();
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
     let store = StoreUnderTest::Redis(redis.url());
-    let slate = Slate::start_full(
-        &origin.url(),
-        &store,
-        "timeout = \"200ms\"\n",
-        RULE,
-        slate::clock::Clock::system(),
-    )
-    .await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .store_keys("timeout = \"200ms\"")
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     get(&c, &slate.url("/r/h")).await;
     let pid = redis_pid(&redis);

@@ -35,7 +35,7 @@ impl Proc {
     async fn start(dir: &TempDir, origin: &str, extra: &str, args: &[&str]) -> Proc {
         let (port, admin) = (free_port(), free_port());
         let path = write_config(dir, &config_text(origin, port, admin, extra));
-        let mut child = Command::new(BIN)
+        let child = Command::new(BIN)
             .arg("--config")
             .arg(&path)
             .args(args)
@@ -43,18 +43,15 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        for _ in 0..400 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", admin))
+        // Killed on drop, should it not start.
+        let p = Proc { child, port, admin };
+        eventually("slate starts", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", admin))
                 .await
-                .is_ok()
-            {
-                return Proc { child, port, admin };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("slate did not start");
+                .ok()
+        })
+        .await;
+        p
     }
 
     fn url(&self, pq: &str) -> String {
@@ -98,30 +95,14 @@ async fn config_version(c: &HttpClient, p: &Proc) -> String {
         .to_string()
 }
 
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within {limit:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_on_rename_save_and_broken_edits_keep_the_old_config() {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
     let dir = TempDir::new("reload");
-    let rule = "[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
-    let p = Proc::start(&dir, &origin.url(), rule, &[]).await;
+    let p = Proc::start(&dir, &origin.url(), RULE, &[]).await;
     let c = client();
     get(&c, &p.url("/r")).await;
-    assert!(get(&c, &p.url("/r")).await.cache_status().contains("hit"));
+    assert!(get(&c, &p.url("/r")).await.cache().is_hit());
     let v1 = config_version(&c, &p).await;
 
     // A new rule: /r is no longer cached. The save is a rename; reload within 2 s.
@@ -133,10 +114,11 @@ async fn reload_on_rename_save_and_broken_edits_keep_the_old_config() {
     );
     let t = Instant::now();
     write_config(&dir, &text);
-    wait_for("reload after a rename-save", Duration::from_secs(2), || {
-        let (c, u) = (c.clone(), p.url("/r"));
-        async move { get(&c, &u).await.cache_status().contains("fwd=bypass") }
-    })
+    eventually(
+        "reload after a rename-save",
+        Duration::from_secs(2),
+        || async { (get(&c, &p.url("/r")).await.cache().fwd() == Some("bypass")).then_some(()) },
+    )
     .await;
     assert!(t.elapsed() < Duration::from_secs(2));
     let v2 = config_version(&c, &p).await;
@@ -151,7 +133,7 @@ async fn reload_on_rename_save_and_broken_edits_keep_the_old_config() {
     assert_eq!(config_version(&c, &p).await, v2);
     let g = get(&c, &p.url("/r")).await;
     assert_eq!(g.status, 200);
-    assert!(g.cache_status().contains("fwd=bypass"));
+    assert_eq!(g.cache().fwd(), Some("bypass"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,31 +142,24 @@ async fn sighup_reloads() {
     let dir = TempDir::new("hup");
     let p = Proc::start(&dir, &origin.url(), "", &["--no-watch"]).await;
     let c = client();
-    assert!(get(&c, &p.url("/h"))
-        .await
-        .cache_status()
-        .contains("detail=no-freshness"));
-    write_config(
-        &dir,
-        &config_text(
-            &origin.url(),
-            p.port,
-            p.admin,
-            "[[rules]]\npath = \"/\"\nttl = \"1h\"\n",
-        ),
+    assert_eq!(
+        get(&c, &p.url("/h")).await.cache().detail(),
+        Some("no-freshness")
     );
+    write_config(&dir, &config_text(&origin.url(), p.port, p.admin, RULE));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(
-        get(&c, &p.url("/h"))
-            .await
-            .cache_status()
-            .contains("no-freshness"),
+    assert_eq!(
+        get(&c, &p.url("/h")).await.cache().detail(),
+        Some("no-freshness"),
         "--no-watch: the file alone changes nothing"
     );
     p.signal("-HUP");
-    wait_for("reload on SIGHUP", Duration::from_secs(2), || {
-        let (c, u) = (c.clone(), p.url("/h"));
-        async move { get(&c, &u).await.cache_status().contains("stored") }
+    eventually("reload on SIGHUP", Duration::from_secs(2), || async {
+        get(&c, &p.url("/h"))
+            .await
+            .cache()
+            .has("stored")
+            .then_some(())
     })
     .await;
 }
@@ -262,16 +237,22 @@ async fn signals_during_start_up() {
 async fn shutdown_takes_at_most_one_shutdown_timeout() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("#{n}")).delay(Duration::from_secs(5))).await;
-    let extra = "[server]\nshutdown_timeout = \"1s\"\n[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
-    let slate = Slate::start(&origin.url(), &StoreUnderTest::Memory, extra).await;
+    let slate = Slate::builder(&origin.url())
+        .config("[server]\nshutdown_timeout = \"1s\"\n")
+        .config(RULE)
+        .start()
+        .await;
     let c = client();
     let inflight = tokio::spawn({
         let (c, u) = (c.clone(), slate.url("/slow"));
         async move { send(&c, "GET", &u, &[], "").await }
     });
-    while origin.hits("/slow") == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the fill reaches the origin",
+        Duration::from_secs(5),
+        || async { (origin.hits("/slow") > 0).then_some(()) },
+    )
+    .await;
     assert_eq!(slate.instance.shared.flights.in_flight(), 1, "a fill runs");
     let t = Instant::now();
     slate.stop().await;
@@ -340,16 +321,18 @@ async fn metrics_move_with_traffic_and_healthz_reports_the_store() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("#{n}")).delay(Duration::from_millis(20))).await;
     let store = StoreUnderTest::Redis(redis.url());
-    let slate = Slate::start(
-        &origin.url(),
-        &store,
-        "[[rules]]\npath = \"/api/\"\nttl = \"1h\"\n",
-    )
-    .await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config("[[rules]]\npath = \"/api/\"\nttl = \"1h\"\n")
+        .start()
+        .await;
     let c = client();
     for _ in 0..5 {
         get(&c, &slate.url("/api/x")).await;
     }
+    // The same URL spelled with an escape: the rule is matched on the normalized path, and
+    // the request is counted under that rule's route (it was counted under "none").
+    assert!(get(&c, &slate.url("/%61pi/x")).await.cache().is_hit());
     send(&c, "PURGE", &slate.url("/api/*"), &[], "").await;
     let m = get(&c, &slate.admin_url("/metrics")).await;
     assert_eq!(m.status, 200);
@@ -366,7 +349,11 @@ async fn metrics_move_with_traffic_and_healthz_reports_the_store() {
     };
     assert_eq!(
         value("slate_requests_total{outcome=\"hit\",route=\"/api/\"}"),
-        4.0
+        5.0
+    );
+    assert!(
+        !t.contains("slate_requests_total{outcome=\"hit\",route=\"none\"}"),
+        "every hit had its rule"
     );
     assert_eq!(
         value("slate_requests_total{outcome=\"miss\",route=\"/api/\"}"),
@@ -406,12 +393,7 @@ async fn metrics_move_with_traffic_and_healthz_reports_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_in_headless_chromium() {
     let origin = Origin::start(|_, n| Reply::ok(format!("#{n}"))).await;
-    let slate = Slate::start(
-        &origin.url(),
-        &StoreUnderTest::Memory,
-        "[[rules]]\npath = \"/\"\nttl = \"1h\"\n",
-    )
-    .await;
+    let slate = Slate::builder(&origin.url()).config(RULE).start().await;
     let c = client();
     for _ in 0..4 {
         get(&c, &slate.url("/dash")).await; // 1 miss, 3 hits: 75.0%
@@ -460,8 +442,8 @@ async fn json_logs_parse_line_by_line_and_sigterm_drains() {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("#{n}")).delay(Duration::from_millis(800))).await;
     let dir = TempDir::new("json");
-    let extra = "[log]\nformat = \"json\"\nlevel = \"info\"\naccess_log = true\n[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
-    let mut p = Proc::start(&dir, &origin.url(), extra, &[]).await;
+    let extra = format!("[log]\nformat = \"json\"\nlevel = \"info\"\naccess_log = true\n{RULE}");
+    let mut p = Proc::start(&dir, &origin.url(), &extra, &[]).await;
     let c = client();
     assert_eq!(send(&c, "PURGE", &p.url("/x*"), &[], "").await.status, 200);
     // An in-flight request when SIGTERM arrives still gets its answer.

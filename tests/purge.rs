@@ -20,10 +20,7 @@ fn tagged_origin() -> impl Fn(&http::request::Parts, usize) -> Reply + Send + Sy
 }
 
 async fn hit(c: &HttpClient, slate: &Slate, pq: &str) -> bool {
-    get(c, &slate.url(pq))
-        .await
-        .cache_status()
-        .contains("; hit")
+    get(c, &slate.url(pq)).await.cache().is_hit()
 }
 
 async fn fill(c: &HttpClient, slate: &Slate, urls: &[&str]) {
@@ -40,7 +37,11 @@ async fn soft_purge(c: &HttpClient, slate: &Slate, path: &str) -> Got {
 
 async fn every_purge_form(store: StoreUnderTest) {
     let origin = Origin::start(tagged_origin()).await;
-    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULES)
+        .start()
+        .await;
     let c = client();
     let all = ["/s/a?x=1", "/s/a?x=2", "/s/ab", "/s/b", "/t/z"];
     fill(&c, &slate, &all).await;
@@ -120,15 +121,20 @@ async fn every_purge_form(store: StoreUnderTest) {
 async fn soft_purge_serves_stale_to_all_and_refreshes_once(store: StoreUnderTest) {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("v{n}")).delay(Duration::from_millis(400))).await;
-    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULES)
+        .start()
+        .await;
     let c = client();
     assert_eq!(get(&c, &slate.url("/s/soft")).await.text(), "v1");
     let p = soft_purge(&c, &slate, "/s/soft").await;
     assert_eq!(p.status, 200, "{}", p.text());
     for g in get_all(&c, (0..20).map(|_| slate.url("/s/soft"))).await {
         assert_eq!(g.text(), "v1", "stale copy served at once");
-        assert!(
-            g.cache_status().contains("detail=soft-purged"),
+        assert_eq!(
+            g.cache().detail(),
+            Some("soft-purged"),
             "{}",
             g.cache_status()
         );
@@ -141,14 +147,18 @@ async fn soft_purge_serves_stale_to_all_and_refreshes_once(store: StoreUnderTest
     );
     let g = get(&c, &slate.url("/s/soft")).await;
     assert_eq!(g.text(), "v2");
-    assert!(g.cache_status().contains("; hit"));
+    assert!(g.cache().is_hit());
     slate.stop().await;
 }
 
 async fn purge_during_fill_is_not_undone(store: StoreUnderTest) {
     let origin =
         Origin::start(|_, n| Reply::ok(format!("v{n}")).delay(Duration::from_millis(500))).await;
-    let slate = Slate::start(&origin.url(), &store, RULES).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(RULES)
+        .start()
+        .await;
     let c = client();
     let t = tokio::spawn({
         let (c, u) = (c.clone(), slate.url("/s/race"));
@@ -171,7 +181,11 @@ async fn admin_api_forms(store: StoreUnderTest) {
     let origin = Origin::start(tagged_origin()).await;
     let extra =
         format!("{RULES}[purge]\nallow = [\"192.0.2.0/24\"]\ntoken = \"back-office-token\"\n");
-    let slate = Slate::start(&origin.url(), &store, &extra).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(&extra)
+        .start()
+        .await;
     let c = client();
     let all = ["/s/a?x=1", "/s/b", "/t/z"];
     let post = |body: &'static str, h: &'static [(&'static str, &'static str)]| {
@@ -203,8 +217,9 @@ async fn admin_api_forms(store: StoreUnderTest) {
         200
     );
     let g = get(&c, &slate.url("/t/z")).await;
-    assert!(
-        g.cache_status().contains("soft-purged"),
+    assert_eq!(
+        g.cache().detail(),
+        Some("soft-purged"),
         "{}",
         g.cache_status()
     );
@@ -243,17 +258,21 @@ async fn admin_api_forms(store: StoreUnderTest) {
 async fn warm_urls_fetched_before_anyone_asks(store: StoreUnderTest) {
     let origin = Origin::start(|_, n| Reply::ok(format!("v{n}"))).await;
     let extra = format!("{RULES}[warm]\nurls = [\"/s/warm?region=global\"]\nevery = \"1h\"\n");
-    let slate = Slate::start(&origin.url(), &store, &extra).await;
-    for _ in 0..200 {
-        if origin.hits("/s/warm?region=global") == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .config(&extra)
+        .start()
+        .await;
+    eventually(
+        "the warm request reaches the origin",
+        Duration::from_secs(2),
+        || async { (origin.hits("/s/warm?region=global") == 1).then_some(()) },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let c = client();
     let g = get(&c, &slate.url("/s/warm?region=global")).await;
-    assert!(g.cache_status().contains("; hit"), "{}", g.cache_status());
+    assert!(g.cache().is_hit(), "{}", g.cache_status());
     assert_eq!(g.text(), "v1");
     slate.stop().await;
 }
@@ -266,9 +285,12 @@ async fn namespace_change_needs_a_restart_then_empties_the_cache(store: StoreUnd
     let base = format!(
         "[upstream]\nurl = \"{}\"\n{}{RULES}",
         origin.url(),
-        store.toml()
+        store.table("")
     );
-    let slate = slate_from(&base, &origin.url()).await;
+    let slate = Slate::builder(&origin.url())
+        .whole_config(&base)
+        .start()
+        .await;
     let c = client();
     fill(&c, &slate, &["/s/ns"]).await;
 
@@ -310,11 +332,7 @@ async fn namespace_change_needs_a_restart_then_empties_the_cache(store: StoreUnd
     let slate = Slate::serve(instance, clock).await;
     let g = get(&c, &slate.url("/s/ns")).await;
     assert_eq!(g.text(), "v3", "old entries unreachable after the restart");
-    assert!(
-        g.cache_status().contains("fwd=uri-miss"),
-        "{}",
-        g.cache_status()
-    );
+    assert_eq!(g.cache().fwd(), Some("uri-miss"), "{}", g.cache_status());
     slate.stop().await;
 }
 
@@ -323,7 +341,7 @@ async fn namespace_change_needs_a_restart_then_empties_the_cache(store: StoreUnd
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entry_is_404_after_a_hard_purge_and_200_after_a_soft_one() {
     let origin = Origin::start(|_, n| Reply::ok(format!("v{n}"))).await;
-    let slate = Slate::start(&origin.url(), &StoreUnderTest::Memory, RULES).await;
+    let slate = Slate::builder(&origin.url()).config(RULES).start().await;
     let c = client();
     fill(&c, &slate, &["/s/hard", "/s/soft"]).await;
     let entry = |pq: &str| {

@@ -14,7 +14,7 @@ use http::request::Parts;
 use slate::clock::Clock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-// The helpers (Env, env, has, ...) are at the bottom of the file.
+// The helpers (Env, env, ok, ...) are at the bottom of the file.
 
 mod s3_storing {
     //! RFC 9111 §3: storing responses in caches.
@@ -28,7 +28,7 @@ mod s3_storing {
         let b = t.get("/ns").await;
         assert_eq!(b.text(), "body-2", "{}", b.cache_status());
         assert_eq!(t.hits("/ns"), 2);
-        assert!(!has(&b, "stored"), "{}", b.cache_status());
+        assert!(!b.cache().has("stored"), "{}", b.cache_status());
     }
 
     /// §3 / §5.2.2.7: a shared cache MUST NOT store a `private` response.
@@ -86,8 +86,8 @@ mod s3_storing {
                 assert_eq!(t.seen("if-none-match"), "\"e1\"");
                 assert_eq!(g.status, 200);
                 assert_eq!(g.text(), "body-1", "{cc}: the stored body answers the 304");
-                assert!(has(&g, "fwd-status=304"), "{}", g.cache_status());
-                assert!(!has(&g, "hit"), "{}", g.cache_status());
+                assert_eq!(g.cache().fwd_status(), Some(304), "{}", g.cache_status());
+                assert!(!g.cache().is_hit(), "{}", g.cache_status());
             }
         }
     }
@@ -143,7 +143,7 @@ mod s3_storing {
         let b = t.get("/missing").await;
         assert_eq!(b.status, 404);
         assert_eq!(b.text(), "body-1");
-        assert!(has(&b, "hit"), "{}", b.cache_status());
+        assert!(b.cache().is_hit(), "{}", b.cache_status());
         assert_eq!(t.hits("/missing"), 1);
     }
 
@@ -161,7 +161,7 @@ mod s3_storing {
             t.get("/s").await;
             let b = t.get("/s").await;
             assert_eq!(b.status, status);
-            assert!(has(&b, "hit"), "{status}: {}", b.cache_status());
+            assert!(b.cache().is_hit(), "{status}: {}", b.cache_status());
             assert_eq!(t.hits("/s"), 1, "{status}");
         }
     }
@@ -177,7 +177,7 @@ mod s3_storing {
         })
         .await;
         let a = t.get("/h").await;
-        assert!(!has(&a, "stored"), "{}", a.cache_status());
+        assert!(!a.cache().has("stored"), "{}", a.cache_status());
         assert_eq!(t.get("/h").await.text(), "body-2");
         assert_eq!(t.hits("/h"), 2);
     }
@@ -203,7 +203,7 @@ mod s3_storing {
         assert_eq!(b.text(), "public-2", "an authorized answer was shared");
         let c = t.get("/auth").await;
         assert_eq!(c.text(), "public-2");
-        assert!(has(&c, "hit"), "{}", c.cache_status());
+        assert!(c.cache().is_hit(), "{}", c.cache_status());
     }
 
     /// §3.1: header fields listed in `Connection` are hop-by-hop (RFC 9110 §7.6.1): not
@@ -220,7 +220,7 @@ mod s3_storing {
         .await;
         let a = t.get("/hop").await;
         let b = t.get("/hop").await;
-        assert!(has(&b, "hit"), "{}", b.cache_status());
+        assert!(b.cache().is_hit(), "{}", b.cache_status());
         for g in [&a, &b] {
             assert_eq!(g.header("x-hop"), "", "hop-by-hop header forwarded");
             assert_eq!(g.header("x-kept"), "1");
@@ -236,7 +236,7 @@ mod s3_storing {
             .send("GET", "/rns", &[("cache-control", "no-store")])
             .await;
         assert_eq!(a.text(), "body-1");
-        assert!(!has(&a, "stored"), "{}", a.cache_status());
+        assert!(!a.cache().has("stored"), "{}", a.cache_status());
         let b = t.get("/rns").await;
         assert_eq!(b.text(), "body-2", "{}", b.cache_status());
         assert_eq!(t.hits("/rns"), 2);
@@ -259,7 +259,7 @@ mod s4_reuse {
         assert_eq!(t.get("/q?a=2").await.text(), "a=2");
         let again = t.get("/q?a=1").await;
         assert_eq!(again.text(), "a=1");
-        assert!(has(&again, "hit"), "{}", again.cache_status());
+        assert!(again.cache().is_hit(), "{}", again.cache_status());
         assert_eq!(t.origin.total(), 2);
     }
 
@@ -299,10 +299,10 @@ mod s4_1_vary {
         for _ in 0..2 {
             let a = t.send("GET", "/v", &gz).await;
             assert_eq!(a.text(), "gzip-1");
-            assert!(has(&a, "hit"), "{}", a.cache_status());
+            assert!(a.cache().is_hit(), "{}", a.cache_status());
             let b = t.send("GET", "/v", &br).await;
             assert_eq!(b.text(), "br-2");
-            assert!(has(&b, "hit"), "{}", b.cache_status());
+            assert!(b.cache().is_hit(), "{}", b.cache_status());
         }
         assert_eq!(t.hits("/v"), 2);
     }
@@ -317,7 +317,7 @@ mod s4_1_vary {
         assert_eq!(gz.text(), "gzip-2");
         let none = t.get("/va").await;
         assert_eq!(none.text(), "-1");
-        assert!(has(&none, "hit"), "{}", none.cache_status());
+        assert!(none.cache().is_hit(), "{}", none.cache_status());
         assert_eq!(t.hits("/va"), 2);
     }
 
@@ -331,7 +331,7 @@ mod s4_1_vary {
         let b = t
             .send("GET", "/vn", &[("accept-encoding", "gzip,br")])
             .await;
-        assert!(has(&b, "hit"), "{}", b.cache_status());
+        assert!(b.cache().is_hit(), "{}", b.cache_status());
         let c = t
             .send(
                 "GET",
@@ -339,7 +339,7 @@ mod s4_1_vary {
                 &[("accept-encoding", "gzip"), ("accept-encoding", "br")],
             )
             .await;
-        assert!(has(&c, "hit"), "{}", c.cache_status());
+        assert!(c.cache().is_hit(), "{}", c.cache_status());
         assert_eq!(t.hits("/vn"), 1);
     }
 
@@ -357,7 +357,7 @@ mod s4_1_vary {
         assert_eq!(fr.text(), "fr-2");
         let en = t.send("GET", "/vc", &[("Accept-Language", "en")]).await;
         assert_eq!(en.text(), "en-1");
-        assert!(has(&en, "hit"), "{}", en.cache_status());
+        assert!(en.cache().is_hit(), "{}", en.cache_status());
     }
 
     /// `Vary: *` always fails to match: never served from the cache.
@@ -372,7 +372,7 @@ mod s4_1_vary {
         t.get("/star").await;
         let b = t.get("/star").await;
         assert_eq!(b.text(), "body-2");
-        assert!(!has(&b, "hit"), "{}", b.cache_status());
+        assert!(!b.cache().is_hit(), "{}", b.cache_status());
         assert_eq!(t.hits("/star"), 2);
     }
 
@@ -411,7 +411,7 @@ mod s4_1_vary {
         ] {
             let g = t.send("GET", "/v2", &ask(e, l)).await;
             assert_eq!(g.text(), body);
-            assert!(has(&g, "hit"), "{e}/{l}: {}", g.cache_status());
+            assert!(g.cache().is_hit(), "{e}/{l}: {}", g.cache_status());
         }
         assert_eq!(t.hits("/v2"), 3);
     }
@@ -444,10 +444,10 @@ mod s4_2_freshness {
         );
         t.advance(50);
         let long = t.get("/long").await;
-        assert!(has(&long, "hit"), "{}", long.cache_status());
+        assert!(long.cache().is_hit(), "{}", long.cache_status());
         assert_eq!(t.hits("/long"), 1);
         let short = t.get("/short").await;
-        assert!(!has(&short, "hit"), "{}", short.cache_status());
+        assert!(!short.cache().is_hit(), "{}", short.cache_status());
         assert_eq!(t.hits("/short"), 2);
     }
 
@@ -472,7 +472,7 @@ mod s4_2_freshness {
         t.get("/future").await;
         t.advance(50);
         let past = t.get("/past").await;
-        assert!(has(&past, "hit"), "{}", past.cache_status());
+        assert!(past.cache().is_hit(), "{}", past.cache_status());
         let future = t.get("/future").await;
         assert_eq!(future.text(), "body-2", "{}", future.cache_status());
     }
@@ -492,7 +492,7 @@ mod s4_2_freshness {
         t.get("/exp").await;
         t.advance(90);
         let a = t.get("/exp").await;
-        assert!(has(&a, "hit"), "{}", a.cache_status());
+        assert!(a.cache().is_hit(), "{}", a.cache_status());
         t.advance(20);
         let b = t.get("/exp").await;
         assert_eq!(b.text(), "body-2", "{}", b.cache_status());
@@ -506,7 +506,7 @@ mod s4_2_freshness {
         t.advance(28);
         let a = t.get("/f").await;
         assert_eq!(a.text(), "body-1");
-        assert!(has(&a, "hit"), "{}", a.cache_status());
+        assert!(a.cache().is_hit(), "{}", a.cache_status());
         t.advance(4);
         let b = t.get("/f").await;
         assert_eq!(b.text(), "body-2");
@@ -520,7 +520,7 @@ mod s4_2_freshness {
         for i in 1..=3 {
             let g = t.get("/z").await;
             assert_eq!(g.text(), format!("body-{i}"));
-            assert!(!has(&g, "hit"), "{}", g.cache_status());
+            assert!(!g.cache().is_hit(), "{}", g.cache_status());
         }
     }
 
@@ -571,7 +571,7 @@ mod s4_2_freshness {
         for pq in ["/quoted", "/upper", "/split"] {
             t.get(pq).await;
             let b = t.get(pq).await;
-            assert!(has(&b, "hit"), "{pq}: {}", b.cache_status());
+            assert!(b.cache().is_hit(), "{pq}: {}", b.cache_status());
             assert_eq!(t.hits(pq), 1, "{pq}");
         }
     }
@@ -618,12 +618,12 @@ mod s4_2_3_age {
         .await;
         t.get("/a").await;
         let a = t.get("/a").await;
-        assert!(has(&a, "hit"), "{}", a.cache_status());
+        assert!(a.cache().is_hit(), "{}", a.cache_status());
         let age = age_of(&a);
         assert!((50..=51).contains(&age), "Age {age}");
         t.advance(5);
         let b = t.get("/a").await;
-        assert!(has(&b, "hit"), "{}", b.cache_status());
+        assert!(b.cache().is_hit(), "{}", b.cache_status());
         assert!((55..=56).contains(&age_of(&b)), "Age {}", age_of(&b));
         t.advance(10);
         let c = t.get("/a").await;
@@ -680,7 +680,7 @@ mod s4_2_3_age {
         })
         .await;
         let m = t.get("/am").await;
-        assert!(has(&m, "fwd=uri-miss"), "{}", m.cache_status());
+        assert_eq!(m.cache().fwd(), Some("uri-miss"), "{}", m.cache_status());
         let age: u64 = m.header("age").parse().unwrap_or(0);
         assert!(age >= 50, "Age {:?} on the miss", m.header("age"));
     }
@@ -698,7 +698,7 @@ mod s4_2_4_serving_stale {
         t.advance(11);
         let b = t.get("/s").await;
         assert_eq!(b.text(), "body-2");
-        assert!(!has(&b, "hit"), "{}", b.cache_status());
+        assert!(!b.cache().is_hit(), "{}", b.cache_status());
     }
 
     /// §5.2.2.2: after `must-revalidate` goes stale it MUST NOT be reused without
@@ -709,7 +709,7 @@ mod s4_2_4_serving_stale {
         t.get("/mr").await;
         let fresh = t.get("/mr").await;
         assert!(
-            has(&fresh, "hit"),
+            fresh.cache().is_hit(),
             "fresh is fresh: {}",
             fresh.cache_status()
         );
@@ -825,12 +825,12 @@ mod s4_3_validation {
         assert_eq!(r.text(), "original");
         assert_eq!(r.header("x-version"), "2");
         assert_eq!(r.header("content-length"), "8");
-        assert!(has(&r, "fwd=stale"), "{}", r.cache_status());
-        assert!(has(&r, "fwd-status=304"), "{}", r.cache_status());
+        assert_eq!(r.cache().fwd(), Some("stale"), "{}", r.cache_status());
+        assert_eq!(r.cache().fwd_status(), Some(304), "{}", r.cache_status());
         // Fresh again for the 304's max-age=100.
         t.advance(80);
         let h = t.get("/r").await;
-        assert!(has(&h, "hit"), "{}", h.cache_status());
+        assert!(h.cache().is_hit(), "{}", h.cache_status());
         assert_eq!(h.text(), "original");
         assert_eq!(h.header("x-version"), "2");
         assert_eq!(h.header("cache-control"), "max-age=100");
@@ -858,9 +858,9 @@ mod s4_3_validation {
         let r = t.get("/lm").await;
         assert_eq!(t.seen("if-modified-since"), LM);
         assert_eq!(r.text(), "body-1");
-        assert!(has(&r, "fwd-status=304"), "{}", r.cache_status());
+        assert_eq!(r.cache().fwd_status(), Some(304), "{}", r.cache_status());
         t.advance(50);
-        assert!(has(&t.get("/lm").await, "hit"));
+        assert!(t.get("/lm").await.cache().is_hit());
         assert_eq!(t.hits("/lm"), 2);
     }
 
@@ -895,11 +895,11 @@ mod s4_3_validation {
         let r = t.get("/full").await;
         assert_eq!(t.seen("if-none-match"), "\"v1\"");
         assert_eq!(r.text(), "body-2");
-        assert!(has(&r, "fwd-status=200"), "{}", r.cache_status());
+        assert_eq!(r.cache().fwd_status(), Some(200), "{}", r.cache_status());
         let h = t.get("/full").await;
         assert_eq!(h.text(), "body-2");
         assert_eq!(h.header("etag"), "\"v2\"");
-        assert!(has(&h, "hit"), "{}", h.cache_status());
+        assert!(h.cache().is_hit(), "{}", h.cache_status());
     }
 
     /// §4.3.3: a 5xx to the validation request is forwarded when nothing allows serving
@@ -1049,7 +1049,7 @@ mod s4_3_2_client_conditionals {
         let b = t.get("/cm").await;
         assert_eq!(b.status, 200);
         assert_eq!(b.text(), "body-1");
-        assert!(has(&b, "hit"), "{}", b.cache_status());
+        assert!(b.cache().is_hit(), "{}", b.cache_status());
         assert_eq!(t.hits("/cm"), 1);
     }
 
@@ -1077,7 +1077,7 @@ mod s4_3_2_client_conditionals {
         assert_eq!(g.status, 304);
         let h = t.get("/cs").await;
         assert_eq!(h.text(), "body-1");
-        assert!(has(&h, "hit"), "{}", h.cache_status());
+        assert!(h.cache().is_hit(), "{}", h.cache_status());
     }
 }
 
@@ -1105,14 +1105,14 @@ mod s4_4_invalidation {
     async fn cached(t: &Env, pq: &str) {
         t.get(pq).await;
         let h = t.get(pq).await;
-        assert!(has(&h, "hit"), "{pq}: {}", h.cache_status());
+        assert!(h.cache().is_hit(), "{pq}: {}", h.cache_status());
     }
 
     async fn assert_invalidated(t: &Env, pq: &str) {
         let before = t.hits(pq);
         let g = t.get(pq).await;
         assert!(
-            !has(&g, "hit"),
+            !g.cache().is_hit(),
             "{pq} still served from cache: {}",
             g.cache_status()
         );
@@ -1121,7 +1121,11 @@ mod s4_4_invalidation {
 
     async fn assert_kept(t: &Env, pq: &str) {
         let g = t.get(pq).await;
-        assert!(has(&g, "hit"), "{pq} was invalidated: {}", g.cache_status());
+        assert!(
+            g.cache().is_hit(),
+            "{pq} was invalidated: {}",
+            g.cache_status()
+        );
     }
 
     /// "A cache MUST invalidate the target URI when it receives a non-error status code in
@@ -1163,7 +1167,7 @@ mod s4_4_invalidation {
         t.send("POST", "/vi", &[]).await;
         for l in ["en", "fr"] {
             let g = t.send("GET", "/vi", &[("accept-language", l)]).await;
-            assert!(!has(&g, "hit"), "{l}: {}", g.cache_status());
+            assert!(!g.cache().is_hit(), "{l}: {}", g.cache_status());
         }
         assert_eq!(t.hits("/vi"), 5);
     }
@@ -1276,7 +1280,7 @@ mod head {
         assert_eq!(h.status, 200);
         assert!(h.body.is_empty());
         assert_eq!(h.header("content-length"), g.body.len().to_string());
-        assert!(has(&h, "hit"), "{}", h.cache_status());
+        assert!(h.cache().is_hit(), "{}", h.cache_status());
         assert_eq!(t.hits("/hd"), 1);
     }
 
@@ -1293,7 +1297,7 @@ mod head {
         assert_eq!(h.header("content-length"), "10");
         let g = t.get("/hm").await;
         assert_eq!(g.text(), "GET body-1");
-        assert!(has(&g, "hit"), "{}", g.cache_status());
+        assert!(g.cache().is_hit(), "{}", g.cache_status());
         assert_eq!(t.hits("/hm"), 1);
     }
 }
@@ -1353,7 +1357,7 @@ mod s5_2_1_request_directives {
         for (pq, cc) in [("/ms1", "max-stale=60"), ("/ms2", "max-stale")] {
             let g = t.send("GET", pq, &[("cache-control", cc)]).await;
             assert_eq!(g.text(), "body-1", "{cc}: {}", g.cache_status());
-            assert!(has(&g, "hit"), "{}", g.cache_status());
+            assert!(g.cache().is_hit(), "{}", g.cache_status());
         }
     }
 
@@ -1376,7 +1380,7 @@ mod s5_2_1_request_directives {
         ] {
             let g = t.send("GET", "/cnc", &[h]).await;
             assert_eq!(g.text(), "body-1");
-            assert!(has(&g, "hit"), "{h:?}: {}", g.cache_status());
+            assert!(g.cache().is_hit(), "{h:?}: {}", g.cache_status());
         }
         assert_eq!(t.hits("/cnc"), 1);
     }
@@ -1403,10 +1407,10 @@ mod s5_2_1_request_directives {
         assert_eq!(t.seen("if-none-match"), "\"e\"");
         assert_eq!(g.status, 200);
         assert_eq!(g.text(), "body-1");
-        assert!(has(&g, "fwd-status=304"), "{}", g.cache_status());
+        assert_eq!(g.cache().fwd_status(), Some(304), "{}", g.cache_status());
         // Without the directive, it is a plain hit again.
         let h = t.get("/cnh").await;
-        assert!(has(&h, "hit"), "{}", h.cache_status());
+        assert!(h.cache().is_hit(), "{}", h.cache_status());
         assert_eq!(t.hits("/cnh"), 2);
     }
 
@@ -1419,7 +1423,7 @@ mod s5_2_1_request_directives {
         assert_eq!(g.text(), "body-2");
         let h = t.get("/cnf").await;
         assert_eq!(h.text(), "body-2");
-        assert!(has(&h, "hit"), "{}", h.cache_status());
+        assert!(h.cache().is_hit(), "{}", h.cache_status());
     }
 
     const HONOR: &str = "[cache]\nhonor_client_no_cache = true\n";
@@ -1455,12 +1459,20 @@ mod rfc5861_stale_while_revalidate {
         for g in &stale {
             assert_eq!(g.status, 200);
             assert_eq!(g.text(), "body-1");
-            assert!(has(g, "hit"), "{}", g.cache_status());
-            assert!(g.cache_status().contains("ttl=-"), "{}", g.cache_status());
+            assert!(g.cache().is_hit(), "{}", g.cache_status());
+            assert!(
+                g.cache().ttl().is_some_and(|ttl| ttl < 0),
+                "{}",
+                g.cache_status()
+            );
         }
         // The refresh lands; from then on the new response is a fresh hit.
-        let fresh = poll_until(&t, "/swr", "body-2").await;
-        assert!(has(&fresh, "hit"), "{}", fresh.cache_status());
+        let fresh = eventually("/swr becomes body-2", Duration::from_secs(3), || async {
+            let g = t.get("/swr").await;
+            (g.text() == "body-2").then_some(g)
+        })
+        .await;
+        assert!(fresh.cache().is_hit(), "{}", fresh.cache_status());
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(t.hits("/swr"), 2, "exactly one background refresh");
     }
@@ -1474,7 +1486,7 @@ mod rfc5861_stale_while_revalidate {
         t.advance(45);
         let g = t.get("/swo").await;
         assert_eq!(g.text(), "body-2");
-        assert!(!has(&g, "hit"), "{}", g.cache_status());
+        assert!(!g.cache().is_hit(), "{}", g.cache_status());
         assert_eq!(t.hits("/swo"), 2);
     }
 }
@@ -1556,9 +1568,10 @@ mod rfc5861_stale_if_error {
         })
         .await;
         let addr = origin.addr;
-        let slate =
-            Slate::start_with_clock(&origin.url(), &StoreUnderTest::Memory, "", clock.clone())
-                .await;
+        let slate = Slate::builder(&origin.url())
+            .clock(clock.clone())
+            .start()
+            .await;
         let c = client();
         assert_eq!(get(&c, &slate.url("/down")).await.text(), "body-1");
         drop(origin);
@@ -1581,23 +1594,28 @@ mod rfc9211_cache_status {
     async fn miss_then_hit() {
         let t = env(|_, n| ok(n).header("cache-control", "max-age=100")).await;
         let m = t.get("/cs").await;
-        assert_eq!(cs_name(&m), "slate");
-        assert!(has(&m, "fwd=uri-miss"), "{}", m.cache_status());
-        assert!(has(&m, "stored"), "{}", m.cache_status());
-        assert!(has(&m, "fwd-status=200"), "{}", m.cache_status());
+        assert_eq!(cs_names(&m), ["slate"]);
+        assert_eq!(m.cache().fwd(), Some("uri-miss"), "{}", m.cache_status());
+        assert!(m.cache().has("stored"), "{}", m.cache_status());
+        assert_eq!(m.cache().fwd_status(), Some(200), "{}", m.cache_status());
         assert!(
-            !has(&m, "hit"),
+            !m.cache().is_hit(),
             "hit and fwd are exclusive: {}",
             m.cache_status()
         );
         let h = t.get("/cs").await;
-        assert_eq!(cs_name(&h), "slate");
-        assert!(has(&h, "hit"), "{}", h.cache_status());
-        assert!(!h.cache_status().contains("fwd"), "{}", h.cache_status());
-        let ttl = cs_ttl(&h).expect("ttl on a hit");
+        assert_eq!(cs_names(&h), ["slate"]);
+        let hit = h.cache();
+        assert!(hit.is_hit(), "{}", h.cache_status());
+        assert!(
+            !hit.has("fwd") && !hit.has("fwd-status"),
+            "{}",
+            h.cache_status()
+        );
+        let ttl = hit.ttl().expect("ttl on a hit");
         assert!((98..=100).contains(&ttl), "ttl={ttl}");
         t.advance(30);
-        let later = cs_ttl(&t.get("/cs").await).expect("ttl");
+        let later = t.get("/cs").await.cache().ttl().expect("ttl");
         assert!((68..=70).contains(&later), "ttl={later}");
         assert_eq!(
             t.get("/cs")
@@ -1619,12 +1637,12 @@ mod rfc9211_cache_status {
         })
         .await;
         let a = t.get("/nostore").await;
-        assert!(has(&a, "fwd=uri-miss"), "{}", a.cache_status());
-        assert!(!has(&a, "stored"), "{}", a.cache_status());
-        assert!(has(&a, "fwd-status=200"), "{}", a.cache_status());
+        assert_eq!(a.cache().fwd(), Some("uri-miss"), "{}", a.cache_status());
+        assert!(!a.cache().has("stored"), "{}", a.cache_status());
+        assert_eq!(a.cache().fwd_status(), Some(200), "{}", a.cache_status());
         let b = t.get("/nf").await;
-        assert!(has(&b, "fwd-status=404"), "{}", b.cache_status());
-        assert!(has(&b, "stored"), "{}", b.cache_status());
+        assert_eq!(b.cache().fwd_status(), Some(404), "{}", b.cache_status());
+        assert!(b.cache().has("stored"), "{}", b.cache_status());
     }
 
     /// `fwd=method` for a request forwarded because of its method.
@@ -1632,9 +1650,9 @@ mod rfc9211_cache_status {
     async fn unsafe_method_is_fwd_method() {
         let t = env(|_, n| ok(n)).await;
         let p = t.send("POST", "/post", &[]).await;
-        assert_eq!(cs_name(&p), "slate");
-        assert!(has(&p, "fwd=method"), "{}", p.cache_status());
-        assert!(has(&p, "fwd-status=200"), "{}", p.cache_status());
+        assert_eq!(cs_names(&p), ["slate"]);
+        assert_eq!(p.cache().fwd(), Some("method"), "{}", p.cache_status());
+        assert_eq!(p.cache().fwd_status(), Some(200), "{}", p.cache_status());
     }
 
     /// A stale hit served while revalidating: `hit` with a negative `ttl`.
@@ -1645,8 +1663,8 @@ mod rfc9211_cache_status {
         t.get("/neg").await;
         t.advance(25);
         let g = t.get("/neg").await;
-        assert!(has(&g, "hit"), "{}", g.cache_status());
-        let ttl = cs_ttl(&g).expect("ttl");
+        assert!(g.cache().is_hit(), "{}", g.cache_status());
+        let ttl = g.cache().ttl().expect("ttl");
         assert!((-16..=-14).contains(&ttl), "ttl={ttl}");
     }
 
@@ -1667,9 +1685,9 @@ mod rfc9211_cache_status {
         t.advance(30);
         let g = t.get("/sief").await;
         assert_eq!(g.text(), "body-1");
-        assert!(has(&g, "fwd=stale"), "{}", g.cache_status());
-        assert!(has(&g, "fwd-status=500"), "{}", g.cache_status());
-        assert!(!has(&g, "hit"), "{}", g.cache_status());
+        assert_eq!(g.cache().fwd(), Some("stale"), "{}", g.cache_status());
+        assert_eq!(g.cache().fwd_status(), Some(500), "{}", g.cache_status());
+        assert!(!g.cache().is_hit(), "{}", g.cache_status());
     }
 
     /// RFC 9211 §2.2: a response stored for the URI whose `Vary` does not match is a
@@ -1685,7 +1703,7 @@ mod rfc9211_cache_status {
         t.send("GET", "/vm", &[("accept-language", "en")]).await;
         let g = t.send("GET", "/vm", &[("accept-language", "fr")]).await;
         assert!(
-            has(&g, "fwd=vary-miss") || has(&g, "fwd=miss"),
+            matches!(g.cache().fwd(), Some("vary-miss" | "miss")),
             "{}",
             g.cache_status()
         );
@@ -1702,7 +1720,7 @@ mod rfc9211_cache_status {
         t.get("/fr").await;
         let g = t.send("GET", "/fr", &[("cache-control", "no-cache")]).await;
         assert_eq!(g.text(), "body-2");
-        assert!(has(&g, "fwd=request"), "{}", g.cache_status());
+        assert_eq!(g.cache().fwd(), Some("request"), "{}", g.cache_status());
     }
 
     /// RFC 9211 §2: "When adding a value to the Cache-Status header field, caches SHOULD
@@ -1729,6 +1747,7 @@ mod rfc9211_cache_status {
                 joined.starts_with("OriginCache; hit; ttl=1100, slate;"),
                 "{joined}"
             );
+            assert_eq!(cs_names(&g), ["OriginCache", "slate"], "{joined}");
         }
     }
 }
@@ -1803,8 +1822,11 @@ async fn env_at(
         }
     })
     .await;
-    let slate =
-        Slate::start_with_clock(&origin.url(), &StoreUnderTest::Memory, extra, clock.clone()).await;
+    let slate = Slate::builder(&origin.url())
+        .config(extra)
+        .clock(clock.clone())
+        .start()
+        .await;
     Env {
         origin,
         slate,
@@ -1838,33 +1860,9 @@ fn http_date(clock: &Clock, offset_secs: i64) -> String {
     httpdate::fmt_http_date(t)
 }
 
-/// The parameters of slate's member of `Cache-Status` (e.g. `["hit", "ttl=5"]`).
-fn cs_params(g: &Got) -> Vec<String> {
-    let v = g.cache_status();
-    let member = v.split(',').next().unwrap_or("");
-    member
-        .split(';')
-        .skip(1)
-        .map(|p| p.trim().to_string())
-        .collect()
-}
-
-/// The name of the first `Cache-Status` member.
-fn cs_name(g: &Got) -> String {
-    let v = g.cache_status();
-    let member = v.split(',').next().unwrap_or("");
-    member.split(';').next().unwrap_or("").trim().to_string()
-}
-
-/// Whether slate's `Cache-Status` member has this parameter (`hit`, `fwd=stale`, ...).
-fn has(g: &Got, param: &str) -> bool {
-    cs_params(g).iter().any(|p| p == param)
-}
-
-fn cs_ttl(g: &Got) -> Option<i64> {
-    cs_params(g)
-        .iter()
-        .find_map(|p| p.strip_prefix("ttl=").and_then(|v| v.parse().ok()))
+/// The names of the `Cache-Status` members, in order.
+fn cs_names(g: &Got) -> Vec<String> {
+    g.cache_statuses().into_iter().map(|m| m.name).collect()
 }
 
 fn age_of(g: &Got) -> u64 {
@@ -1879,26 +1877,12 @@ async fn futures_join(t: &Env, pq: &str, n: usize) -> Vec<Got> {
     get_all(&t.c, (0..n).map(|_| url.clone())).await
 }
 
-/// GETs `pq` every 50 ms until the body is `body` (at most 3 s).
-async fn poll_until(t: &Env, pq: &str, body: &str) -> Got {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let g = t.get(pq).await;
-        if g.text() == body {
-            return g;
-        }
-        assert!(Instant::now() < deadline, "{pq} never became {body:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until nothing accepts connections on `addr` (at most 2 s).
 async fn wait_closed(addr: std::net::SocketAddr) {
-    for _ in 0..40 {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{addr} still accepts connections");
+    eventually(
+        &format!("{addr} stops accepting connections"),
+        Duration::from_secs(2),
+        || async { tokio::net::TcpStream::connect(addr).await.err() },
+    )
+    .await;
 }

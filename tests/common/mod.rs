@@ -7,18 +7,54 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
+use slate::body::ProxyBody;
 use slate::clock::Clock;
-use slate::config::Config;
+use slate::config::{Config, ServerConfig};
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+
+/// One rule: every path is cached for an hour.
+pub const RULE: &str = "[[rules]]\npath = \"/\"\nttl = \"1h\"\n";
+
+/// How often `eventually` asks again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Asks `f` every 20 ms until it answers `Some`, and returns that answer; panics with
+/// `what` when it has not within `limit`. For waiting until something holds, where a fixed
+/// sleep would guess how long that takes.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(POLL).await;
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+    }
+}
+
+/// `eventually` for a caller that is not async (it blocks its thread between asks).
+pub fn eventually_blocking<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(POLL);
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+    }
+}
 
 /// A free TCP port on loopback (bound then released).
 pub fn free_port() -> u16 {
@@ -79,13 +115,12 @@ impl RedisServer {
             child,
             _dir: dir,
         };
-        for _ in 0..200 {
-            if r.cli(&["PING"]).trim() == "PONG" {
-                return r;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server on port {port} did not answer PING");
+        eventually_blocking(
+            &format!("redis-server on port {port} answers PING"),
+            Duration::from_secs(5),
+            || (r.cli(&["PING"]).trim() == "PONG").then_some(()),
+        );
+        r
     }
 
     pub fn url(&self) -> String {
@@ -154,77 +189,78 @@ pub struct Origin {
     hits: Arc<Mutex<HashMap<String, usize>>>,
     total: Arc<AtomicUsize>,
     pub last_headers: Arc<Mutex<Option<HeaderMap>>>,
-    _stop: oneshot::Sender<()>,
+    stop: watch::Sender<Option<tokio::time::Instant>>,
+}
+
+/// The origin's accept loop: slate's defaults, but with neither a header-read nor an idle
+/// timeout (a test origin keeps slate's pooled connections open as long as slate likes),
+/// and room for any header slate forwards.
+fn origin_server_config() -> ServerConfig {
+    let day = Duration::from_secs(24 * 3600);
+    ServerConfig {
+        header_read_timeout: day,
+        idle_timeout: day,
+        max_header_size: 1 << 20,
+        ..Config::default_config().server
+    }
 }
 
 impl Origin {
     /// An origin answering with `f(request, n)`, where n counts requests for that URL from 1.
+    /// It is served by slate's own accept loop (`slate::server::serve`).
     pub async fn start(
         f: impl Fn(&http::request::Parts, usize) -> Reply + Send + Sync + 'static,
     ) -> Origin {
-        let handler: Handler = Arc::new(f);
+        let reply: Handler = Arc::new(f);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits: Arc<Mutex<HashMap<String, usize>>> = Default::default();
         let total = Arc::new(AtomicUsize::new(0));
         let last_headers: Arc<Mutex<Option<HeaderMap>>> = Default::default();
-        let (stop, mut stopped) = oneshot::channel::<()>();
+        let (stop, stopped) = watch::channel(None);
         let (h2, t2, l2) = (hits.clone(), total.clone(), last_headers.clone());
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-                    _ = &mut stopped => return,
+        let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
+            let (reply, hits, total, last) = (reply.clone(), h2.clone(), t2.clone(), l2.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let _ = body.collect().await;
+                let pq = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                let n = {
+                    let mut m = hits.lock().unwrap();
+                    let c = m.entry(pq).or_insert(0);
+                    *c += 1;
+                    *c
                 };
-                let (handler, hits, total, last) =
-                    (handler.clone(), h2.clone(), t2.clone(), l2.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (handler, hits, total, last) =
-                            (handler.clone(), hits.clone(), total.clone(), last.clone());
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let _ = body.collect().await;
-                            let pq = parts
-                                .uri
-                                .path_and_query()
-                                .map(|p| p.to_string())
-                                .unwrap_or_default();
-                            let n = {
-                                let mut m = hits.lock().unwrap();
-                                let c = m.entry(pq).or_insert(0);
-                                *c += 1;
-                                *c
-                            };
-                            total.fetch_add(1, Ordering::SeqCst);
-                            *last.lock().unwrap() = Some(parts.headers.clone());
-                            let reply = handler(&parts, n);
-                            if !reply.delay.is_zero() {
-                                tokio::time::sleep(reply.delay).await;
-                            }
-                            let mut r = Response::new(Full::new(reply.body));
-                            *r.status_mut() = StatusCode::from_u16(reply.status).unwrap();
-                            for (k, v) in reply.headers {
-                                r.headers_mut().append(
-                                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                                    v.parse().unwrap(),
-                                );
-                            }
-                            Ok::<_, Infallible>(r)
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                total.fetch_add(1, Ordering::SeqCst);
+                *last.lock().unwrap() = Some(parts.headers.clone());
+                let reply = reply(&parts, n);
+                if !reply.delay.is_zero() {
+                    tokio::time::sleep(reply.delay).await;
+                }
+                let mut r = Response::new(ProxyBody::full(reply.body));
+                *r.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+                for (k, v) in reply.headers {
+                    r.headers_mut().append(
+                        http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                        v.parse().unwrap(),
+                    );
+                }
+                r
             }
+        };
+        tokio::spawn(async move {
+            slate::server::serve(listener, &origin_server_config(), handler, stopped).await
         });
         Origin {
             addr,
             hits,
             total,
             last_headers,
-            _stop: stop,
+            stop,
         }
     }
 
@@ -242,24 +278,49 @@ impl Origin {
     }
 }
 
+impl Drop for Origin {
+    /// Stops accepting at once; requests in flight still get their answers.
+    fn drop(&mut self) {
+        let _ = self.stop.send(Some(tokio::time::Instant::now()));
+    }
+}
+
 /// Which store a test runs against.
 #[derive(Clone, Debug)]
 pub enum StoreUnderTest {
     Memory,
     Redis(String),
-    /// The `[store]` table of a running cluster.
-    Cluster(String),
+    /// The node URLs of a running Redis Cluster.
+    Cluster(Vec<String>),
 }
 
 impl StoreUnderTest {
-    pub fn toml(&self) -> String {
-        match self {
-            StoreUnderTest::Memory => "[store]\nkind = \"memory\"\nl1 = \"0\"\n".into(),
+    /// This store's `[store]` table with `keys` (TOML) in it. A key in `keys` wins over the
+    /// harness's own: `kind`, `url` or `nodes`, and `l1 = "0"` (no in-process tier unless
+    /// a test asks for one).
+    pub fn table(&self, keys: &str) -> String {
+        let mut table = toml::Table::new();
+        let kind = match self {
+            StoreUnderTest::Memory => "memory",
             StoreUnderTest::Redis(url) => {
-                format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\nl1 = \"0\"\n")
+                table.insert("url".into(), url.as_str().into());
+                "redis"
             }
-            StoreUnderTest::Cluster(toml) => format!("{toml}l1 = \"0\"\n"),
-        }
+            StoreUnderTest::Cluster(nodes) => {
+                let nodes: Vec<toml::Value> = nodes.iter().map(|n| n.as_str().into()).collect();
+                table.insert("nodes".into(), nodes.into());
+                "redis-cluster"
+            }
+        };
+        table.insert("kind".into(), kind.into());
+        table.insert("l1".into(), "0".into());
+        let keys: toml::Table = keys
+            .parse()
+            .unwrap_or_else(|e| panic!("store keys {keys:?}: {e}"));
+        table.extend(keys);
+        let mut doc = toml::Table::new();
+        doc.insert("store".into(), table.into());
+        doc.to_string()
     }
 }
 
@@ -273,43 +334,106 @@ pub struct Slate {
     done: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Slate {
-    /// Starts slate with `extra` TOML appended to an `[upstream]` pointing at `origin`.
-    pub async fn start(origin: &str, store: &StoreUnderTest, extra: &str) -> Slate {
-        Self::start_with_clock(origin, store, extra, Clock::system()).await
+/// How a test's slate is configured: see [`Slate::builder`].
+#[must_use = "a builder does nothing until `start`"]
+pub struct SlateBuilder {
+    origin: String,
+    store: Option<StoreUnderTest>,
+    store_keys: String,
+    upstream_timeout: Option<String>,
+    config: String,
+    whole: Option<String>,
+    clock: Clock,
+}
+
+impl SlateBuilder {
+    /// The store (the memory store if not given).
+    pub fn store(mut self, store: &StoreUnderTest) -> Self {
+        self.store = Some(store.clone());
+        self
     }
 
-    pub async fn start_with_clock(
-        origin: &str,
-        store: &StoreUnderTest,
-        extra: &str,
-        clock: Clock,
-    ) -> Slate {
-        Self::start_full(origin, store, "", extra, clock).await
+    /// More keys for `[store]` (TOML), e.g. `l1 = "64MiB"`: they win over the harness's.
+    pub fn store_keys(mut self, keys: &str) -> Self {
+        self.store_keys.push_str(keys);
+        self.store_keys.push('\n');
+        self
     }
 
-    /// `store_keys` go into `[store]`, `extra` after everything.
-    pub async fn start_full(
-        origin: &str,
-        store: &StoreUnderTest,
-        store_keys: &str,
-        extra: &str,
-        clock: Clock,
-    ) -> Slate {
-        let mut store_toml = store.toml();
-        if store_keys.contains("l1 =") {
-            store_toml = store_toml.replace("l1 = \"0\"\n", "");
+    /// `upstream.timeout` (the harness's is 10 s).
+    pub fn upstream_timeout(mut self, timeout: &str) -> Self {
+        self.upstream_timeout = Some(timeout.into());
+        self
+    }
+
+    /// More TOML after the harness's `[upstream]` and `[store]`: rules, `[server]`, ...
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config.push_str(toml);
+        self
+    }
+
+    /// The whole config file instead of the harness's, `{origin}` standing for the
+    /// origin's URL; nothing else but the clock may be given with it.
+    pub fn whole_config(mut self, text: &str) -> Self {
+        self.whole = Some(text.into());
+        self
+    }
+
+    /// The clock slate runs on (the system's if not given).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The config file this builder starts slate with.
+    fn text(&self) -> String {
+        if let Some(whole) = &self.whole {
+            assert!(
+                self.store.is_none()
+                    && self.store_keys.is_empty()
+                    && self.upstream_timeout.is_none()
+                    && self.config.is_empty(),
+                "whole_config is the whole config: nothing but the clock goes with it"
+            );
+            return whole.replace("{origin}", &self.origin);
         }
-        let text = format!(
-            "[upstream]\nurl = \"{origin}\"\ntimeout = \"10s\"\n{store_toml}{store_keys}\n{extra}"
-        );
+        let store = self.store.as_ref().unwrap_or(&StoreUnderTest::Memory);
+        format!(
+            "[upstream]\nurl = \"{}\"\ntimeout = \"{}\"\n{}\n{}",
+            self.origin,
+            self.upstream_timeout.as_deref().unwrap_or("10s"),
+            store.table(&self.store_keys),
+            self.config
+        )
+    }
+
+    /// Starts slate in-process and serves it on port 0.
+    pub async fn start(self) -> Slate {
+        let text = self.text();
         let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let instance = slate::Instance::start(config, clock.clone())
+        let instance = slate::Instance::start(config, self.clock.clone())
             .await
             .expect("slate starts");
-        Self::serve(instance, clock).await
+        Slate::serve(instance, self.clock).await
+    }
+}
+
+impl Slate {
+    /// A slate in front of `origin` (a URL), to configure and then `start`: by default on
+    /// the memory store, with no rules, on the system clock.
+    pub fn builder(origin: &str) -> SlateBuilder {
+        SlateBuilder {
+            origin: origin.into(),
+            store: None,
+            store_keys: String::new(),
+            upstream_timeout: None,
+            config: String::new(),
+            whole: None,
+            clock: Clock::system(),
+        }
     }
 
+    /// Serves an instance the test started itself (e.g. with `Instance::with_store`).
     pub async fn serve(instance: slate::Instance, clock: Clock) -> Slate {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -351,6 +475,138 @@ impl Slate {
     }
 }
 
+/// One member of a `Cache-Status` field (RFC 9211): a cache and what it did with the
+/// request, e.g. `slate; fwd=uri-miss; stored; fwd-status=200`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStatus {
+    pub name: String,
+    /// In order; a flag (`hit`, `stored`, `collapsed`) has no value.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl CacheStatus {
+    /// The members of a field value, in order (several field lines: joined with ", ").
+    pub fn parse_list(value: &str) -> Vec<CacheStatus> {
+        split_unquoted(value, ',')
+            .into_iter()
+            .filter(|m| !m.trim().is_empty())
+            .map(|member| {
+                let mut parts = split_unquoted(member, ';').into_iter();
+                let name = unquote(parts.next().unwrap_or_default().trim());
+                let params = parts
+                    .map(|p| match p.split_once('=') {
+                        Some((k, v)) => (k.trim().to_string(), Some(unquote(v.trim()))),
+                        None => (p.trim().to_string(), None),
+                    })
+                    .collect();
+                CacheStatus { name, params }
+            })
+            .collect()
+    }
+
+    /// Whether the parameter is there, flag or not (`has("stored")`, `has("ttl")`).
+    pub fn has(&self, key: &str) -> bool {
+        self.params.iter().any(|(k, _)| k == key)
+    }
+
+    /// A parameter's value (`None` when absent, or a flag).
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// Answered from the cache, not forwarded: `hit`. RFC 9211 §2.1 makes `hit` and `fwd`
+    /// exclusive, and a member with both panics here, so that neither `is_hit()` nor
+    /// `!is_hit()` passes on one.
+    pub fn is_hit(&self) -> bool {
+        let hit = self.has("hit");
+        assert!(
+            !(hit && self.has("fwd")),
+            "hit and fwd are exclusive: {self}"
+        );
+        hit
+    }
+
+    /// Why the request went forward (`uri-miss`, `stale`, `bypass`, `method`, ...).
+    pub fn fwd(&self) -> Option<&str> {
+        self.param("fwd")
+    }
+
+    pub fn fwd_status(&self) -> Option<u16> {
+        self.number("fwd-status")
+    }
+
+    /// Seconds of freshness left (negative: stale).
+    pub fn ttl(&self) -> Option<i64> {
+        self.number("ttl")
+    }
+
+    pub fn detail(&self) -> Option<&str> {
+        self.param("detail")
+    }
+
+    fn number<N: std::str::FromStr>(&self, key: &str) -> Option<N> {
+        let v = self.param(key)?;
+        Some(
+            v.parse()
+                .unwrap_or_else(|_| panic!("{key}={v} is no number: {self}")),
+        )
+    }
+}
+
+impl std::fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        for (k, v) in &self.params {
+            match v {
+                Some(v) => write!(f, "; {k}={v}")?,
+                None => write!(f, "; {k}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `s` split at every `sep` outside a quoted string.
+fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
+    let (mut out, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, ch) in s.char_indices() {
+        match ch {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// A token as it is, a quoted string without its quotes and escapes.
+fn unquote(s: &str) -> String {
+    match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(inner) => {
+            let mut out = String::new();
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or(c)
+                } else {
+                    c
+                });
+            }
+            out
+        }
+        None => s.to_string(),
+    }
+}
+
 /// A response read whole.
 #[derive(Debug, Clone)]
 pub struct Got {
@@ -360,8 +616,29 @@ pub struct Got {
 }
 
 impl Got {
+    /// The first `Cache-Status` field line as it came (for messages).
     pub fn cache_status(&self) -> String {
         self.header("cache-status")
+    }
+
+    /// Every `Cache-Status` member, over all its field lines, in order.
+    pub fn cache_statuses(&self) -> Vec<CacheStatus> {
+        let lines: Vec<&str> = self
+            .headers
+            .get_all("cache-status")
+            .iter()
+            .map(|v| v.to_str().expect("Cache-Status is text"))
+            .collect();
+        CacheStatus::parse_list(&lines.join(", "))
+    }
+
+    /// slate's `Cache-Status` member (the last one named `slate`); panics if there is none.
+    pub fn cache(&self) -> CacheStatus {
+        self.cache_statuses()
+            .into_iter()
+            .rev()
+            .find(|m| m.name == "slate")
+            .unwrap_or_else(|| panic!("no slate member in Cache-Status: {:?}", self.headers))
     }
     pub fn header(&self, name: &str) -> String {
         self.headers
@@ -436,7 +713,7 @@ macro_rules! on_every_store {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let c = $crate::common::RedisCluster::start();
-                    super::$name($crate::common::StoreUnderTest::Cluster(c.toml())).await
+                    super::$name(c.store()).await
                 }
             )*
         }
@@ -504,38 +781,21 @@ impl RedisCluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        for _ in 0..400 {
-            let ok = nodes
-                .iter()
-                .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
-            if ok {
-                return RedisCluster { nodes };
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("the Redis Cluster did not become ready");
+        eventually_blocking(
+            "the Redis Cluster is ready",
+            Duration::from_secs(10),
+            || {
+                let ok = nodes
+                    .iter()
+                    .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+                ok.then_some(())
+            },
+        );
+        RedisCluster { nodes }
     }
 
-    pub fn toml(&self) -> String {
-        let nodes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("\"{}\"", n.url()))
-            .collect();
-        format!(
-            "[store]\nkind = \"redis-cluster\"\nnodes = [{}]\n",
-            nodes.join(", ")
-        )
+    /// This cluster as the store of a test.
+    pub fn store(&self) -> StoreUnderTest {
+        StoreUnderTest::Cluster(self.nodes.iter().map(|n| n.url()).collect())
     }
-}
-
-/// Starts slate from whole config text (`{origin}` is replaced by the origin's URL).
-pub async fn slate_from(text: &str, origin: &str) -> Slate {
-    let text = text.replace("{origin}", origin);
-    let config = Config::parse("test.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let clock = Clock::system();
-    let instance = slate::Instance::start(config, clock.clone())
-        .await
-        .expect("slate starts");
-    Slate::serve(instance, clock).await
 }
