@@ -58,6 +58,9 @@ fn entries(c: &mut Criterion) {
         vary: vec![],
         headers,
         body: Bytes::from(vec![b'x'; 20 * 1024]),
+        coding: slate::coding::Coding::Identity,
+        origin_coding: slate::coding::Coding::Identity,
+        identity_len: 20 * 1024,
     };
     let encoded = e.encode();
     c.bench_function("entry encode, 20 KB", |b| b.iter(|| black_box(&e).encode()));

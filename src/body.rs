@@ -4,6 +4,7 @@
 //! with the stored entry, never copied), a pass-through streams hyper's `Incoming`, and an
 //! oversize fill streams through a channel fed by the fill task.
 
+use crate::coding::Decoder;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -20,6 +21,11 @@ pub enum ProxyBody {
     /// Chunks from a fill task; an `Err` aborts the response (the client sees a broken
     /// transfer, never a silently truncated body).
     Channel(mpsc::Receiver<Result<Bytes, BoxError>>),
+    /// A stored body decoded as the client reads it (a client that does not accept the
+    /// coding it is stored in).
+    Decode(Box<Decoder>),
+    /// A body that cannot be sent: the transfer breaks at once (never a wrong body).
+    Broken,
 }
 
 impl ProxyBody {
@@ -45,6 +51,11 @@ impl Body for ProxyBody {
             ),
             ProxyBody::Incoming(i) => Pin::new(i).poll_frame(cx).map_err(Into::into),
             ProxyBody::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            ProxyBody::Decode(d) => Poll::Ready(
+                d.next_chunk()
+                    .map(|r| r.map(Frame::data).map_err(Into::into)),
+            ),
+            ProxyBody::Broken => Poll::Ready(Some(Err("the stored body does not decode".into()))),
         }
     }
 
@@ -53,7 +64,8 @@ impl Body for ProxyBody {
             ProxyBody::Empty => true,
             ProxyBody::Full(b) => b.as_ref().is_none_or(|b| b.is_empty()),
             ProxyBody::Incoming(i) => i.is_end_stream(),
-            ProxyBody::Channel(_) => false,
+            ProxyBody::Channel(_) | ProxyBody::Broken => false,
+            ProxyBody::Decode(d) => d.remaining() == 0,
         }
     }
 
@@ -62,7 +74,8 @@ impl Body for ProxyBody {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Incoming(i) => i.size_hint(),
-            ProxyBody::Channel(_) => SizeHint::default(),
+            ProxyBody::Channel(_) | ProxyBody::Broken => SizeHint::default(),
+            ProxyBody::Decode(d) => SizeHint::with_exact(d.remaining()),
         }
     }
 }

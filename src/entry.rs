@@ -13,15 +13,21 @@
 //! stored_at_ms:u64 initial_age_ms:u64 fresh_ms:u64 swr_ms:u64 sie_ms:u64 purge_seq:u64
 //! fetch_ms:u64
 //! url:str32 ntags:u16 (tag:str16)* nvary:u16 (name:str16 value:str32)*
-//! nheaders:u16 (name:str16 value:str32)* body:str32
+//! nheaders:u16 (name:str16 value:str32)*
+//! coding:u8 origin_coding:u8 identity_len:u64 body_crc32:u32 body:str32
 //! ```
+//!
+//! The body's CRC-32 is checked on every decode: a torn write or a foreign writer's bytes
+//! are a miss that the next fill overwrites, never a broken body (or a gzip stream that
+//! stops halfway) sent to a client, which gets the stored bytes untouched.
 
+use crate::coding::Coding;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 const MAGIC: &[u8; 3] = b"SLT";
-/// The entry format written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+/// The entry format written by this build (2: codings and the body checksum).
+pub const FORMAT_VERSION: u8 = 2;
 
 /// `flags` bits.
 pub const MUST_REVALIDATE: u8 = 1;
@@ -54,9 +60,17 @@ pub struct Entry {
     /// For a response with `Vary`: each listed request header and the normalized value
     /// the request that fetched it had ([`crate::key::vary_value`]). Empty otherwise.
     pub vary: Vec<(String, String)>,
-    /// End-to-end response headers, as received (hop-by-hop headers and `Age` removed).
+    /// End-to-end response headers, as received (hop-by-hop headers and `Age` removed;
+    /// for a body slate decodes, `Content-Encoding` and `Content-Length` too).
     pub headers: HeaderMap,
+    /// The body, in `coding`.
     pub body: Bytes,
+    /// How `body` is stored ([`crate::coding`]).
+    pub coding: Coding,
+    /// How the origin sent it: answers in another coding were re-encoded by slate.
+    pub origin_coding: Coding,
+    /// Length of the body decoded to identity.
+    pub identity_len: u64,
 }
 
 /// Why bytes from the store are not a usable entry.
@@ -139,6 +153,10 @@ impl Entry {
             put16(&mut b, name.as_str().as_bytes());
             put32(&mut b, value.as_bytes());
         }
+        b.put_u8(self.coding.code());
+        b.put_u8(self.origin_coding.code());
+        b.put_u64_le(self.identity_len);
+        b.put_u32_le(crc32fast::hash(&self.body));
         put32(&mut b, &self.body);
         b.freeze()
     }
@@ -187,9 +205,13 @@ impl Entry {
                 HeaderValue::from_maybe_shared(r.take(len)?).map_err(|_| DecodeError::Corrupt)?;
             headers.append(name, value);
         }
+        let coding = Coding::from_code(r.u8()?).ok_or(DecodeError::Corrupt)?;
+        let origin_coding = Coding::from_code(r.u8()?).ok_or(DecodeError::Corrupt)?;
+        let identity_len = r.u64()?;
+        let crc = r.u32()?;
         let len = r.u32()? as usize;
         let body = r.take(len)?;
-        if r.pos != r.data.len() {
+        if r.pos != r.data.len() || crc32fast::hash(&body) != crc {
             return Err(DecodeError::Corrupt);
         }
         Ok(Entry {
@@ -207,6 +229,9 @@ impl Entry {
             vary,
             headers,
             body,
+            coding,
+            origin_coding,
+            identity_len,
         })
     }
 }
@@ -280,6 +305,9 @@ impl Entry {
             vary: vec![],
             headers,
             body: Bytes::from(body.to_string()),
+            coding: Coding::Identity,
+            origin_coding: Coding::Identity,
+            identity_len: body.len() as u64,
         }
     }
 }
@@ -308,6 +336,9 @@ mod tests {
             vary: vec![("accept-encoding".into(), "gzip".into())],
             headers,
             body: Bytes::from_static(b"{\"total\": 1}"),
+            coding: Coding::Gzip,
+            origin_coding: Coding::Identity,
+            identity_len: 99,
         }
     }
 
@@ -336,6 +367,11 @@ mod tests {
         }
         let mut v = bytes.to_vec();
         v.push(0);
+        assert_eq!(Entry::decode(Bytes::from(v)), Err(DecodeError::Corrupt));
+        // One flipped bit in the body, lengths intact: the checksum catches it.
+        let mut v = bytes.to_vec();
+        let last = v.len() - 1;
+        v[last] ^= 1;
         assert_eq!(Entry::decode(Bytes::from(v)), Err(DecodeError::Corrupt));
     }
 }

@@ -31,6 +31,7 @@ mod admin;
 pub mod body;
 pub mod clock;
 mod coalesce;
+pub mod coding;
 pub mod config;
 pub mod demo;
 pub mod entry;

@@ -4,6 +4,7 @@
 //! instances in one test process each count their own traffic, and the status page reads
 //! the very numbers `/metrics` exports.
 
+use crate::coding::Coding;
 use crate::phase::Phase;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
@@ -185,6 +186,12 @@ pub struct Metrics {
     pub remote_waits: Counter,
     /// Fill locks taken over from an instance that died or gave up.
     pub lock_takeovers: Counter,
+    /// Body bytes of stored fills, as stored (compressed where that pays).
+    pub stored_bytes: Counter,
+    /// The same bodies, decoded: what storing them uncompressed would take.
+    pub stored_identity_bytes: Counter,
+    /// Answers from the cache by the coding they were sent in.
+    answers_by_coding: [Counter; Coding::ALL.len()],
     purges: [[Counter; PurgeOutcome::ALL.len()]; PurgeForm::ALL.len()],
     recent_purges: Mutex<VecDeque<PurgeNote>>,
     /// (unix seconds, total requests, hits) every few seconds, for the status chart.
@@ -206,6 +213,9 @@ impl Default for Metrics {
             saved_ms: Default::default(),
             remote_waits: Default::default(),
             lock_takeovers: Default::default(),
+            stored_bytes: Default::default(),
+            stored_identity_bytes: Default::default(),
+            answers_by_coding: Default::default(),
             purges: Default::default(),
             recent_purges: Default::default(),
             samples: Default::default(),
@@ -287,6 +297,11 @@ impl Metrics {
             .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v
+    }
+
+    /// Counts an answer from the cache sent in `coding`.
+    pub fn answered_in(&self, coding: Coding) {
+        self.answers_by_coding[coding as usize].inc();
     }
 
     pub fn purge(&self, form: PurgeForm, outcome: PurgeOutcome) {
@@ -382,6 +397,16 @@ impl Metrics {
                 "Fill locks taken over from a dead owner.",
                 self.lock_takeovers.get(),
             ),
+            (
+                "slate_stored_body_bytes_total",
+                "Body bytes of stored fills, as stored (compressed where that pays).",
+                self.stored_bytes.get(),
+            ),
+            (
+                "slate_stored_identity_bytes_total",
+                "The same bodies decoded: what they would take stored uncompressed.",
+                self.stored_identity_bytes.get(),
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -391,6 +416,15 @@ impl Metrics {
             s,
             "# HELP slate_upstream_seconds_saved_total Upstream time spared by hits: the fill time of every response served from cache.\n# TYPE slate_upstream_seconds_saved_total counter\nslate_upstream_seconds_saved_total {saved}"
         );
+        s.push_str("# HELP slate_cache_answers_by_coding_total Answers from the cache by the content coding they were sent in.\n# TYPE slate_cache_answers_by_coding_total counter\n");
+        for c in Coding::ALL {
+            let n = self.answers_by_coding[c as usize].get();
+            let _ = writeln!(
+                s,
+                "slate_cache_answers_by_coding_total{{coding=\"{}\"}} {n}",
+                c.as_str()
+            );
+        }
         s.push_str("# HELP slate_purges_total Purges by form and outcome.\n# TYPE slate_purges_total counter\n");
         for f in PurgeForm::ALL {
             for o in PurgeOutcome::ALL {

@@ -204,6 +204,8 @@ pub enum NoStoreReason {
     Status,
     /// Stale on arrival, with no stale window.
     Stale,
+    /// The body does not decode in the coding it claims (or decodes past the size limit).
+    BadCoding,
 }
 
 impl NoStoreReason {
@@ -221,6 +223,7 @@ impl NoStoreReason {
             NoStoreReason::NoFreshness => "no-freshness",
             NoStoreReason::Status => "status",
             NoStoreReason::Stale => "stale",
+            NoStoreReason::BadCoding => "bad-coding",
         }
     }
 }

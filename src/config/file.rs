@@ -72,6 +72,7 @@ pub struct FileCache {
     pub ignore_params: Option<Vec<S>>,
     pub honor_client_no_cache: Option<bool>,
     pub strip_headers: Vec<S>,
+    pub compress: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]

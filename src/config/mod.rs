@@ -126,6 +126,8 @@ pub struct CacheConfig {
     /// besides the built-in list (`upstream::UNKEYED_REQUEST_HEADERS`): headers
     /// that could change the answer without being part of the key.
     pub strip_headers: Vec<HeaderName>,
+    /// How compressible bodies are stored (`gzip`, `zstd`, `off`).
+    pub compress: crate::coding::Compress,
 }
 
 #[derive(Debug, Clone)]

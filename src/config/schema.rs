@@ -42,6 +42,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "ignore_params",
             "honor_client_no_cache",
             "strip_headers",
+            "compress",
         ],
     ),
     ("warm", &["urls", "every"]),

@@ -2,6 +2,7 @@
 
 use super::file::{FileConfig, FileRule, S};
 use super::*;
+use crate::coding::Compress;
 use std::ops::Range;
 
 /// Turns byte offsets into 1-based line and column numbers.
@@ -436,7 +437,21 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             .filter_map(|g| Glob::new(g).ok())
             .collect(),
     };
+    let compress = match c
+        .one_of(
+            &file.cache.compress,
+            "cache.compress",
+            &["gzip", "zstd", "off"],
+            "gzip",
+        )
+        .as_str()
+    {
+        "zstd" => Compress::Zstd,
+        "off" => Compress::Off,
+        _ => Compress::Gzip,
+    };
     let cache = CacheConfig {
+        compress,
         namespace,
         ignore_params: global_ignore.clone(),
         honor_client_no_cache: file.cache.honor_client_no_cache.unwrap_or(false),

@@ -4,33 +4,63 @@
 
 use super::CACHE_STATUS;
 use crate::body::ProxyBody;
+use crate::coding::{self, Accepts, Coding, Decoder};
 use crate::entry::Entry;
 use crate::instance::Shared;
 use crate::phase::{CacheStatus, Detail, Fwd, Phase};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
-/// A response built from an entry at `now` (ms). `from_store`: it was served from the
-/// store (so it gets an `Age`), rather than just fetched.
+/// A response built from an entry at `now` (ms), for a request with `req` headers (its
+/// `Accept-Encoding` picks what is sent). `from_store`: it was served from the store (so it
+/// gets an `Age`), rather than just fetched.
 pub(super) fn entry_response(
     shared: &Shared,
     e: &Entry,
     from_store: bool,
     now: u64,
+    req: &HeaderMap,
 ) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::Full(Some(e.body.clone())));
+    // The stored bytes as they are, unless they are in a coding this client does not take.
+    let decode = e.coding != Coding::Identity && !Accepts::of(req).accepts(e.coding);
+    let (body, sent) = match decode.then(|| Decoder::new(e.body.clone(), e.coding, e.identity_len))
+    {
+        Some(Some(d)) => (ProxyBody::Decode(Box::new(d)), Coding::Identity),
+        // A zstd stream whose header does not read: the transfer breaks at once.
+        Some(None) => (ProxyBody::Broken, Coding::Identity),
+        None => (ProxyBody::Full(Some(e.body.clone())), e.coding),
+    };
+    let sent_len = if sent == e.coding {
+        e.body.len() as u64
+    } else {
+        e.identity_len
+    };
+    let mut r = Response::new(body);
     *r.status_mut() = e.status;
     *r.headers_mut() = e.headers.clone();
+    let h = r.headers_mut();
+    if sent != Coding::Identity {
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(sent.as_str()),
+        );
+    }
+    // Other bytes than the origin's: its strong validator does not describe them.
+    if sent != e.origin_coding {
+        if let Some(tag) = h.get(header::ETAG).map(coding::weaken) {
+            h.insert(header::ETAG, tag);
+        }
+    }
     // A response that is not new carries its age, also on a miss: an upstream cache's Age
     // must reach the next cache down (RFC 9111 §5.1).
     if from_store || e.initial_age_ms >= 1000 {
         let age = e.age_ms(now) / 1000;
-        r.headers_mut().insert(header::AGE, HeaderValue::from(age));
+        h.insert(header::AGE, HeaderValue::from(age));
     }
     if from_store {
-        shared.metrics.bytes_from_cache.add(e.body.len() as u64);
+        shared.metrics.bytes_from_cache.add(sent_len);
+        shared.metrics.answered_in(sent);
     }
-    r.headers_mut()
-        .append(header::VIA, HeaderValue::from_static("1.1 slate"));
+    h.append(header::VIA, HeaderValue::from_static("1.1 slate"));
     r
 }
 
@@ -133,8 +163,13 @@ pub(super) fn add_cache_status(resp: &mut Response<ProxyBody>, status: &CacheSta
 
 /// The answer to a `HEAD`: the headers the `GET` gets (its `Content-Length` too), no body.
 pub(super) fn strip_body(resp: &mut Response<ProxyBody>) {
-    if let ProxyBody::Full(Some(b)) = resp.body() {
-        let len = HeaderValue::from(b.len());
+    let len = match resp.body() {
+        ProxyBody::Full(Some(b)) => Some(b.len() as u64),
+        ProxyBody::Decode(d) => Some(d.remaining()),
+        _ => None,
+    };
+    if let Some(len) = len {
+        let len = HeaderValue::from(len);
         resp.headers_mut().insert(header::CONTENT_LENGTH, len);
     }
     *resp.body_mut() = ProxyBody::Empty;

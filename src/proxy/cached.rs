@@ -74,13 +74,19 @@ async fn round(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) -> Roun
     let missed = match classify_at(&shared.purges.table(), found, &lookup.directives, now) {
         Found::Fresh(e) => {
             let s = CacheStatus::hit(e.ttl_ms(now)).saved(e.fetch_ms);
-            return Round::Done(Ok((entry_response(shared, &e, true, now), s)));
+            return Round::Done(Ok((
+                entry_response(shared, &e, true, now, &lookup.headers),
+                s,
+            )));
         }
         Found::Revalidate(e, why) => {
             refresh(shared, cfg, lookup, Some(e.clone()));
             let now = shared.clock.now_ms();
             let s = stale_status(&e, why, now).saved(e.fetch_ms);
-            return Round::Done(Ok((entry_response(shared, &e, true, now), s)));
+            return Round::Done(Ok((
+                entry_response(shared, &e, true, now, &lookup.headers),
+                s,
+            )));
         }
         Found::Expired(e, fwd) => Missed {
             fwd,
@@ -108,7 +114,10 @@ async fn round(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) -> Roun
                 }));
                 let now = shared.clock.now_ms();
                 let s = CacheStatus::hit(e.ttl_ms(now));
-                return Round::Done(Ok((entry_response(shared, &e, true, now), s)));
+                return Round::Done(Ok((
+                    entry_response(shared, &e, true, now, &lookup.headers),
+                    s,
+                )));
             }
             let (tx, rx) = oneshot::channel();
             let fill = Fill::new(shared, cfg, lookup, missed.stale.clone(), Some(tx));
@@ -159,7 +168,10 @@ impl Missed {
                 let phase = if *collapsed { Phase::Collapsed } else { phase };
                 if let (true, Some(s)) = (entry.status.is_server_error(), on_error) {
                     let st = stale_if_error(s, Some(entry.status.as_u16()), now);
-                    return Round::Done(Ok((entry_response(shared, s, true, now), st)));
+                    return Round::Done(Ok((
+                        entry_response(shared, s, true, now, &lookup.headers),
+                        st,
+                    )));
                 }
                 let mut s = CacheStatus::fwd(phase, self.fwd);
                 if phase == Phase::Collapsed {
@@ -174,12 +186,15 @@ impl Missed {
                 // A waiter's answer was not made for its request: it carries Age (RFC 9111
                 // §5.1), like a hit; so does a revalidated entry.
                 let not_new = *revalidated || phase == Phase::Collapsed;
-                Round::Done(Ok((entry_response(shared, entry, not_new, now), s)))
+                Round::Done(Ok((
+                    entry_response(shared, entry, not_new, now, &lookup.headers),
+                    s,
+                )))
             }
             Outcome::Failed(err) => Round::Done(match on_error {
                 Some(s) => {
                     let st = stale_if_error(s, None, now);
-                    Ok((entry_response(shared, s, true, now), st))
+                    Ok((entry_response(shared, s, true, now, &lookup.headers), st))
                 }
                 None => Err(err.clone().into()),
             }),

@@ -6,6 +6,7 @@ use super::answer::entry_response;
 use super::request::Lookup;
 use crate::body::ProxyBody;
 use crate::coalesce::{Outcome, Permit};
+use crate::coding::{self, Coding};
 use crate::config::Config;
 use crate::entry::{self, Entry};
 use crate::instance::Shared;
@@ -22,6 +23,9 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// Bodies larger than this are decoded and compressed on a blocking thread.
+const BLOCKING_ABOVE: usize = 128 << 10;
 
 /// What the leader's client gets from the fill.
 pub(super) enum ForLeader {
@@ -200,7 +204,8 @@ impl Fill {
         } else {
             policy::decide(self.lookup.rule.as_deref(), status, &headers, response_ms)
         };
-        let entry = Entry {
+        let identity_len = body.len() as u64;
+        let mut entry = Entry {
             status,
             flags: 0,
             stored_at_ms: response_ms,
@@ -215,7 +220,17 @@ impl Fill {
             vary: Vec::new(),
             headers,
             body,
+            // As the origin sent it, opaque, until `recode` says otherwise.
+            coding: Coding::Identity,
+            origin_coding: Coding::Identity,
+            identity_len,
         };
+        if revalidated {
+            if let Some(old) = &self.validate {
+                (entry.coding, entry.origin_coding) = (old.coding, old.origin_coding);
+                entry.identity_len = old.identity_len;
+            }
+        }
         let shared_entry = |entry: Arc<Entry>, stored| Outcome::Shared {
             entry,
             stored,
@@ -224,6 +239,10 @@ impl Fill {
         };
         match decision {
             Decision::Store(f) => {
+                if !revalidated && !self.recode(&mut entry, true).await {
+                    let why = NoStoreReason::BadCoding;
+                    return self.not_stored(entry, why, parts.status);
+                }
                 let (entry, keep) = self.fresh(entry, &f);
                 // A purge that landed while we fetched covers this response: hand it to
                 // those who asked before, but never store it as fresh.
@@ -231,18 +250,72 @@ impl Fill {
                 let stored = !purged && self.store(&entry, keep).await;
                 (Arc::new(shared_entry(entry, stored)), None)
             }
-            // An error every waiter may see, though no one stores it.
+            // An error every waiter may see, though no one stores it: in the origin's
+            // coding, which each waiter's answer is decoded from if it must be.
             Decision::NoStore(_) if status.is_server_error() => {
+                if !revalidated {
+                    self.recode(&mut entry, false).await;
+                }
                 (Arc::new(shared_entry(Arc::new(entry), false)), None)
             }
-            Decision::NoStore(why) => {
-                let r = entry_response(sh, &entry, false, sh.clock.now_ms());
-                let mut s =
-                    CacheStatus::fwd(Phase::Miss, Fwd::UriMiss).detail(Detail::NotStored(why));
-                s.fwd_status = Some(parts.status.as_u16());
-                (Arc::new(Outcome::Pass), Some((r, s)))
-            }
+            Decision::NoStore(why) => self.not_stored(entry, why, parts.status),
         }
+    }
+
+    /// The response as the origin sent it, for the leader alone.
+    fn not_stored(&self, entry: Entry, why: NoStoreReason, status: StatusCode) -> FillResult {
+        let sh = &self.shared;
+        let r = entry_response(sh, &entry, false, sh.clock.now_ms(), &self.lookup.headers);
+        let mut s = CacheStatus::fwd(Phase::Miss, Fwd::UriMiss).detail(Detail::NotStored(why));
+        s.fwd_status = Some(status.as_u16());
+        (Arc::new(Outcome::Pass), Some((r, s)))
+    }
+
+    /// Puts the body of a fresh response in the coding it is shared in (see
+    /// [`crate::coding`]); `compress`: and compresses it when that pays. A body in a coding
+    /// slate does not read stays as it came, opaque, its `Content-Encoding` kept (and its
+    /// `Vary: Accept-Encoding` selecting variants as before). `false`: the body does not
+    /// decode (or decodes past the size limit), and must not be shared.
+    async fn recode(&self, entry: &mut Entry, compress: bool) -> bool {
+        let headers = &mut entry.headers;
+        let Some(origin) = Coding::from_content_encoding(headers.get(header::CONTENT_ENCODING))
+        else {
+            return true;
+        };
+        let (body, ct) = (
+            entry.body.clone(),
+            headers.get(header::CONTENT_TYPE).cloned(),
+        );
+        let (config, limit) = (self.cfg.cache.compress, self.cfg.store.max_object_size);
+        let prepare = move || coding::prepare(body, origin, ct.as_ref(), config, compress, limit);
+        // A large report takes milliseconds to compress: off the workers that serve hits.
+        let prepared = if entry.body.len() > BLOCKING_ABOVE {
+            match tokio::task::spawn_blocking(prepare).await {
+                Ok(p) => p,
+                Err(e) => Err(coding::CodingError::Compress(e.to_string())),
+            }
+        } else {
+            prepare()
+        };
+        let p = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(url = %self.lookup.key.url.url, error = %e, "origin body does not decode; not stored");
+                return false;
+            }
+        };
+        headers.remove(header::CONTENT_ENCODING);
+        if p.coding != Coding::Identity || p.origin_coding != Coding::Identity {
+            coding::vary_on_accept_encoding(headers);
+        }
+        if compress {
+            let m = &self.shared.metrics;
+            m.stored_bytes.add(p.body.len() as u64);
+            m.stored_identity_bytes.add(p.identity_len);
+        }
+        (entry.body, entry.coding, entry.origin_coding) = (p.body, p.coding, p.origin_coding);
+        entry.identity_len = p.identity_len;
+        true
     }
 
     /// Sends the fill's request upstream, conditional when it revalidates.
@@ -271,9 +344,13 @@ impl Fill {
         entry.swr_ms = f.swr_ms;
         entry.sie_ms = f.sie_ms;
         entry.tags = f.tags.clone();
+        // One entry whatever the client's Accept-Encoding, unless the body is in a coding
+        // slate does not read (then still in `Content-Encoding`): each spelling its variant.
+        let opaque = entry.headers.contains_key(header::CONTENT_ENCODING);
         entry.vary = f
             .vary
             .iter()
+            .filter(|n| opaque || *n != "accept-encoding")
             .map(|n| (n.clone(), key::vary_value(&self.lookup.headers, n)))
             .collect();
         for (on, flag) in [

@@ -153,6 +153,9 @@ mod tests {
             vary: Vec::new(),
             headers: Default::default(),
             body: Default::default(),
+            coding: crate::coding::Coding::Identity,
+            origin_coding: crate::coding::Coding::Identity,
+            identity_len: 0,
         })
     }
 
