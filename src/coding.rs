@@ -163,51 +163,50 @@ pub struct Prepared {
     pub origin_coding: Coding,
 }
 
+/// A reader of `src` decoded from `coding`; `head` is the first bytes of `src` (to tell
+/// zlib from raw deflate). `None`: a zstd stream whose header does not read.
+fn decoder<'a, R: Read + Send + 'a>(
+    src: R,
+    head: &[u8],
+    coding: Coding,
+) -> Option<Box<dyn Read + Send + 'a>> {
+    Some(match coding {
+        Coding::Identity => Box::new(src),
+        Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(src)),
+        // `deflate` is the zlib format (RFC 9110 §8.4.1.2), though some servers send raw
+        // deflate: the zlib header tells them apart.
+        Coding::Deflate if is_zlib(head) => Box::new(flate2::read::ZlibDecoder::new(src)),
+        Coding::Deflate => Box::new(flate2::read::DeflateDecoder::new(src)),
+        Coding::Br => Box::new(brotli_decompressor::Decompressor::new(src, 64 << 10)),
+        Coding::Zstd => Box::new(zstd::stream::read::Decoder::new(src).ok()?),
+    })
+}
+
+/// Whether a deflate body starts with a zlib header (RFC 1950 §2.2: method 8, and the two
+/// bytes a multiple of 31).
+fn is_zlib(head: &[u8]) -> bool {
+    head.len() >= 2
+        && head[0] & 0x0f == 8
+        && (u16::from(head[0]) << 8 | u16::from(head[1])) % 31 == 0
+}
+
 /// Decodes `body` (in `coding`) to identity, refusing more than `limit` bytes.
 pub fn decode(body: &[u8], coding: Coding, limit: u64) -> Result<Bytes, CodingError> {
-    let reader: Box<dyn Read + '_> = match coding {
-        Coding::Identity => return Ok(Bytes::copy_from_slice(body)),
-        Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
-        Coding::Deflate => Box::new(DeflateReader::new(body)),
-        Coding::Br => Box::new(brotli_decompressor::Decompressor::new(body, 64 << 10)),
-        Coding::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(body)
-                .map_err(|_| CodingError::Corrupt("zstd"))?,
-        ),
-    };
+    if coding == Coding::Identity {
+        return Ok(Bytes::copy_from_slice(body));
+    }
+    let corrupt = CodingError::Corrupt(coding.as_str());
+    let reader = decoder(body, body, coding).ok_or(corrupt.clone())?;
     let mut out = Vec::with_capacity((body.len() * 4).min(limit as usize));
     // One byte past the limit tells "exactly the limit" from "more".
     let n = reader
         .take(limit.saturating_add(1))
         .read_to_end(&mut out)
-        .map_err(|_| CodingError::Corrupt(coding.as_str()))?;
+        .map_err(|_| corrupt)?;
     if n as u64 > limit {
         return Err(CodingError::TooLarge(limit));
     }
     Ok(Bytes::from(out))
-}
-
-/// `Content-Encoding: deflate` is the zlib format (RFC 9110 §8.4.1.2), though some servers
-/// send raw deflate: tell them apart by the zlib header.
-struct DeflateReader<'a>(Box<dyn Read + 'a>);
-
-impl<'a> DeflateReader<'a> {
-    fn new(body: &'a [u8]) -> Self {
-        let zlib = body.len() >= 2
-            && body[0] & 0x0f == 8
-            && (u16::from(body[0]) << 8 | u16::from(body[1])) % 31 == 0;
-        if zlib {
-            DeflateReader(Box::new(flate2::read::ZlibDecoder::new(body)))
-        } else {
-            DeflateReader(Box::new(flate2::read::DeflateDecoder::new(body)))
-        }
-    }
-}
-
-impl Read for DeflateReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
-    }
 }
 
 /// Compresses an identity body with `coding` (gzip or zstd).
@@ -363,26 +362,8 @@ impl Decoder {
     /// Decodes `body` (in `coding`, gzip or zstd as slate stores them, or any coding slate
     /// reads) into `identity_len` bytes.
     pub fn new(body: Bytes, coding: Coding, identity_len: u64) -> Option<Decoder> {
-        let src = bytes::Buf::reader(body);
-        let reader: Box<dyn Read + Send> = match coding {
-            Coding::Identity => Box::new(src),
-            Coding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(src)),
-            Coding::Deflate => {
-                // The stored body is small enough to look at once.
-                let bytes = src.into_inner();
-                let zlib = bytes.len() >= 2
-                    && bytes[0] & 0x0f == 8
-                    && (u16::from(bytes[0]) << 8 | u16::from(bytes[1])) % 31 == 0;
-                let src = bytes::Buf::reader(bytes);
-                if zlib {
-                    Box::new(flate2::read::ZlibDecoder::new(src))
-                } else {
-                    Box::new(flate2::read::DeflateDecoder::new(src))
-                }
-            }
-            Coding::Br => Box::new(brotli_decompressor::Decompressor::new(src, 64 << 10)),
-            Coding::Zstd => Box::new(zstd::stream::read::Decoder::new(src).ok()?),
-        };
+        let head = body.slice(..body.len().min(2));
+        let reader = decoder(bytes::Buf::reader(body), &head, coding)?;
         Some(Decoder {
             reader,
             left: identity_len,
