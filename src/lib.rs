@@ -15,6 +15,8 @@
 //! - `entry`: the stored entry and its versioned binary format.
 //! - `error`: errors slate answers itself, mapped to HTTP in one place.
 //! - `key`: URL normalization, blake3 cache keys, and every other name in a store.
+//! - `canon`: request bodies made canonical (JSON, GraphQL) and time windows rounded, for
+//!   keys.
 //! - `policy`: RFC 9111 freshness and storability; rules fill in what the origin left out.
 //! - `upstream`: the pooled client to the reporting service and header hygiene.
 //! - `phase`: the named outcome of a request and its reasons, feeding `Cache-Status` and
@@ -29,6 +31,7 @@
 
 mod admin;
 pub mod body;
+pub mod canon;
 pub mod clock;
 mod coalesce;
 pub mod coding;
