@@ -27,13 +27,13 @@ fn keys(c: &mut Criterion) {
                 &ignore,
             )
             .unwrap();
-            key::cache_key("v1", u, &accept, &headers)
+            key::cache_key("v1", u, &accept, &headers, None)
         })
     });
     c.bench_function("normalize+key, no query", |b| {
         b.iter(|| {
             let u = key::normalize(black_box("/report"), None, &ignore).unwrap();
-            key::cache_key("v1", u, &[], &headers)
+            key::cache_key("v1", u, &[], &headers, None)
         })
     });
 }

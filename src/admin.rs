@@ -179,7 +179,7 @@ async fn entry(
     let (nurl, rule) = key::route(cfg, &uri)?;
     // The variant the admin request's own key_headers (e.g. `Accept`) select.
     let key_headers = rule.map_or(&[][..], |r| &r.key_headers[..]);
-    let k = key::cache_key(&cfg.cache.namespace, nurl, key_headers, req.headers());
+    let k = key::cache_key(&cfg.cache.namespace, nurl, key_headers, req.headers(), None);
     // Ask the in-process tier first: the lookup below would copy the entry into it.
     let in_l1 = shared.store.entries.in_l1(&k.key);
     let found = shared

@@ -5,8 +5,9 @@
 //! oversize fill streams through a channel fed by the fill task.
 
 use crate::coding::Decoder;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -26,6 +27,9 @@ pub enum ProxyBody {
     Decode(Box<Decoder>),
     /// A body that cannot be sent: the transfer breaks at once (never a wrong body).
     Broken,
+    /// A client's body that slate began to read and then passed on: what was read, then
+    /// the rest as it comes.
+    Resumed(Box<(std::collections::VecDeque<Bytes>, Incoming)>),
 }
 
 impl ProxyBody {
@@ -56,6 +60,10 @@ impl Body for ProxyBody {
                     .map(|r| r.map(Frame::data).map_err(Into::into)),
             ),
             ProxyBody::Broken => Poll::Ready(Some(Err("the stored body does not decode".into()))),
+            ProxyBody::Resumed(r) => match r.0.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Pin::new(&mut r.1).poll_frame(cx).map_err(Into::into),
+            },
         }
     }
 
@@ -66,6 +74,7 @@ impl Body for ProxyBody {
             ProxyBody::Incoming(i) => i.is_end_stream(),
             ProxyBody::Channel(_) | ProxyBody::Broken => false,
             ProxyBody::Decode(d) => d.remaining() == 0,
+            ProxyBody::Resumed(r) => r.0.is_empty() && r.1.is_end_stream(),
         }
     }
 
@@ -76,6 +85,119 @@ impl Body for ProxyBody {
             ProxyBody::Incoming(i) => i.size_hint(),
             ProxyBody::Channel(_) | ProxyBody::Broken => SizeHint::default(),
             ProxyBody::Decode(d) => SizeHint::with_exact(d.remaining()),
+            ProxyBody::Resumed(r) => {
+                let n: u64 = r.0.iter().map(|b| b.len() as u64).sum();
+                let h = r.1.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower().saturating_add(n));
+                if let Some(u) = h.upper() {
+                    out.set_upper(u.saturating_add(n));
+                }
+                out
+            }
         }
+    }
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("{0}")]
+    Broken(String),
+    #[error("body shorter than its Content-Length")]
+    Short,
+}
+
+/// A body read in full, or the part read before it proved too large to buffer.
+#[derive(Debug)]
+pub(crate) enum Read<B> {
+    Whole(Bytes),
+    TooLarge(Vec<Bytes>, B),
+}
+
+/// Reads `body` whole if it fits in `limit` bytes; a body longer than it said is cut off
+/// at the limit, one shorter than its `declared` length is an error (a torn transfer must
+/// never be stored).
+pub(crate) async fn read_limited<B>(
+    mut body: B,
+    limit: u64,
+    declared: Option<u64>,
+) -> Result<Read<B>, ReadError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(Read::TooLarge(Vec::new(), body));
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(16 << 10).min(limit) as usize);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadError::Broken(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                chunks.push(buf.freeze());
+                chunks.push(data);
+                return Ok(Read::TooLarge(chunks, body));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    if declared.is_some_and(|n| n != buf.len() as u64) {
+        return Err(ReadError::Short);
+    }
+    Ok(Read::Whole(buf.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that arrives in `chunks`, then perhaps breaks off.
+    fn body(chunks: &[&'static str], broken: bool) -> ProxyBody {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(chunks.len() + 1);
+        for c in chunks {
+            tx.try_send(Ok(Bytes::from_static(c.as_bytes()))).unwrap();
+        }
+        if broken {
+            tx.try_send(Err("connection reset".into())).unwrap();
+        }
+        ProxyBody::Channel(rx)
+    }
+
+    async fn read(chunks: &[&'static str], limit: u64, declared: Option<u64>) -> Read<ProxyBody> {
+        read_limited(body(chunks, false), limit, declared)
+            .await
+            .expect("read")
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_read_whole() {
+        let Read::Whole(b) = read(&["ab", "cd"], 4, Some(4)).await else {
+            panic!("whole")
+        };
+        assert_eq!(b, "abcd");
+        assert!(matches!(read(&["ab", "cd"], 4, None).await, Read::Whole(_)));
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_keeps_what_was_read() {
+        let Read::TooLarge(got, _) = read(&["ab", "cd", "e"], 3, None).await else {
+            panic!("too large")
+        };
+        assert_eq!(got.concat(), b"abcd", "nothing read is lost");
+        // Said too large up front: nothing is read at all.
+        let Read::TooLarge(got, _) = read(&["ab"], 3, Some(10)).await else {
+            panic!("too large")
+        };
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_short_or_broken_body_is_an_error() {
+        let short = read_limited(body(&["ab"], false), 10, Some(3)).await;
+        assert!(matches!(short, Err(ReadError::Short)));
+        let broken = read_limited(body(&["ab"], true), 10, None).await;
+        assert!(matches!(broken, Err(ReadError::Broken(_))));
     }
 }

@@ -28,8 +28,8 @@
 //! All of those keys end in hex digits of a blake3 hash, which is what [`shard_hash`] relies
 //! on to spread them cheaply.
 
-use crate::config::{Config, Glob, Rule};
-use http::{HeaderMap, HeaderName};
+use crate::config::{Config, Glob, RoundParam, Rule};
+use http::{HeaderMap, HeaderName, Method};
 use std::sync::Arc;
 
 /// Why a URL cannot be made into a key; answered with 400.
@@ -146,7 +146,53 @@ pub fn normalize_path(path: &str) -> Result<String, KeyError> {
 
 /// Normalizes `path` and `query` (without the `?`), dropping ignored parameters.
 pub fn normalize(path: &str, query: Option<&str>, ignore: &[Glob]) -> Result<NormalUrl, KeyError> {
-    with_query(normalize_path(path)?, query, ignore)
+    with_query(normalize_path(path)?, query, ignore, &[])
+}
+
+/// Characters a rounded time value keeps unescaped: the unreserved ones. Everything else
+/// (`:` and `+` of RFC 3339 among them) is escaped, so every spelling of a window rounds to
+/// one key, and the upstream gets exactly the value in the key (a `+` would be a space to
+/// a form decoder).
+const ROUNDED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The value of query parameter `name` rounded down to its bucket, escaped, when `name`
+/// is a `round_params` one and the value reads as a time ([`crate::canon::round_time`]).
+fn rounded(name: &[u8], value: &str, round: &[RoundParam]) -> Option<String> {
+    let r = round.iter().find(|r| r.name.as_bytes() == name)?;
+    let v = percent_encoding::percent_decode_str(value)
+        .decode_utf8()
+        .ok()?;
+    let t = crate::canon::round_time(&v, r.bucket)?;
+    Some(percent_encoding::utf8_percent_encode(&t, ROUNDED).to_string())
+}
+
+/// The request target to send upstream when `round` rounds some of its query values: the
+/// client's own target with only those values replaced (by what the key holds). `None`
+/// when nothing is rounded.
+pub fn rounded_target(uri: &http::Uri, round: &[RoundParam]) -> Option<http::Uri> {
+    let q = uri.query().filter(|_| !round.is_empty())?;
+    let mut changed = false;
+    let pieces: Vec<String> = q
+        .split('&')
+        .map(|piece| {
+            let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
+            match rounded(&decoded(name), value, round) {
+                Some(v) if piece.contains('=') => {
+                    changed = true;
+                    format!("{name}={v}")
+                }
+                _ => piece.to_string(),
+            }
+        })
+        .collect();
+    if !changed {
+        return None;
+    }
+    format!("{}?{}", uri.path(), pieces.join("&")).parse().ok()
 }
 
 /// Adds the normalized query to a path already normalized by [`normalize_path`] (the
@@ -155,6 +201,7 @@ pub fn with_query(
     path: String,
     query: Option<&str>,
     ignore: &[Glob],
+    round: &[RoundParam],
 ) -> Result<NormalUrl, KeyError> {
     let mut url = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
     url.push_str(&path);
@@ -168,6 +215,13 @@ pub fn with_query(
             if !ignore.is_empty() {
                 let d = decoded(name);
                 if ignore.iter().any(|g| g.matches(&d)) {
+                    continue;
+                }
+            }
+            if !round.is_empty() && !value.is_empty() {
+                if let Some(v) = rounded(&decoded(name), &value[1..], round) {
+                    let v = std::borrow::Cow::Owned(format!("={v}"));
+                    params.push((normalized(name)?, v));
                     continue;
                 }
             }
@@ -192,15 +246,26 @@ pub fn route<'c>(
     let npath = normalize_path(uri.path())?;
     let rule = cfg.rule_for(&npath);
     let ignore = rule.map_or(&cfg.cache.ignore_params, |r| &r.ignore_params);
-    Ok((with_query(npath, uri.query(), ignore)?, rule))
+    let round = rule.map_or(&[][..], |r| &r.round_params[..]);
+    Ok((with_query(npath, uri.query(), ignore, round)?, rule))
 }
 
-/// Builds the key for a normalized URL and the request's `key_headers`.
+/// What a request's body adds to its key: its method and the body as `body_key` made it
+/// (canonical JSON, a GraphQL query's tokens, or the bytes as sent).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyInput<'a> {
+    pub method: &'a Method,
+    pub canonical: &'a [u8],
+}
+
+/// Builds the key for a normalized URL, the request's `key_headers` and, for a request
+/// keyed on its body, that body. A request without one hashes exactly what it always did.
 pub fn cache_key(
     namespace: &str,
     url: NormalUrl,
     key_headers: &[HeaderName],
     headers: &HeaderMap,
+    body: Option<BodyInput<'_>>,
 ) -> CacheKey {
     let mut h = blake3::Hasher::new();
     let mut field = |b: &[u8]| {
@@ -220,6 +285,11 @@ pub fn cache_key(
             joined.extend_from_slice(v.as_bytes().trim_ascii());
         }
         field(&joined);
+    }
+    if let Some(b) = body {
+        field(b"\0body");
+        field(b.method.as_str().as_bytes());
+        field(b.canonical);
     }
     let hash = h.finalize();
     let mut key = String::with_capacity(namespace.len() + 75);
@@ -364,24 +434,24 @@ mod tests {
     fn keys() {
         let url = normalize("/r", Some("a=1"), &[]).unwrap();
         let mut h = HeaderMap::new();
-        let k1 = cache_key("v1", url.clone(), &[], &h);
-        let k2 = cache_key("v2", url.clone(), &[], &h);
+        let k1 = cache_key("v1", url.clone(), &[], &h, None);
+        let k2 = cache_key("v2", url.clone(), &[], &h, None);
         assert_ne!(k1.key, k2.key);
         assert!(k1.key.starts_with("slate:v1:e:"));
         let accept = HeaderName::from_static("accept");
-        let a = cache_key("v1", url.clone(), std::slice::from_ref(&accept), &h);
+        let a = cache_key("v1", url.clone(), std::slice::from_ref(&accept), &h, None);
         h.insert("accept", "text/csv".parse().unwrap());
-        let b = cache_key("v1", url.clone(), std::slice::from_ref(&accept), &h);
+        let b = cache_key("v1", url.clone(), std::slice::from_ref(&accept), &h, None);
         assert_ne!(a.key, b.key);
         // Headers outside key_headers never matter.
         h.insert("x-forwarded-host", "evil".parse().unwrap());
-        assert_eq!(b.key, cache_key("v1", url, &[accept], &h).key);
+        assert_eq!(b.key, cache_key("v1", url, &[accept], &h, None).key);
     }
 
     #[test]
     fn every_store_name_is_under_the_namespace() {
         let url = normalize("/r", None, &[]).unwrap();
-        let k = cache_key("a:e:b", url, &[], &HeaderMap::new()).key;
+        let k = cache_key("a:e:b", url, &[], &HeaderMap::new(), None).key;
         let hash = k.rsplit(':').next().unwrap().to_string();
         // A namespace that looks like a key's own separator does not confuse the lock.
         assert_eq!(lock_key(&k), format!("slate:a:e:b:l:{hash}"));

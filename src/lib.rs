@@ -142,8 +142,14 @@ async fn warm_loop(shared: Arc<Shared>, mut stop: server::Stop) {
     loop {
         let cfg = shared.live.get();
         let mut failed = false;
-        for url in &cfg.warm.urls {
-            match proxy::warm(&shared, url).await {
+        let plain = cfg.warm.urls.iter().map(|u| (u, None));
+        let with_body = cfg
+            .warm
+            .requests
+            .iter()
+            .map(|r| (&r.url, Some((&r.method, &r.body))));
+        for (url, body) in plain.chain(with_body) {
+            match proxy::warm(&shared, url, body).await {
                 Ok(s) => tracing::debug!(url, status = s.as_u16(), "warmed"),
                 Err(e) => {
                     failed = true;

@@ -1,6 +1,7 @@
 //! What happened to a request, named once: it feeds both the `Cache-Status` header
 //! (RFC 9211) and the metric labels, so the two can never disagree.
 
+use crate::canon::BodyError;
 use crate::policy::NoStoreReason;
 use http::HeaderValue;
 use std::fmt::Write;
@@ -114,6 +115,54 @@ pub enum Detail {
     UpstreamBroken,
     /// Not in the cache, and the request said `only-if-cached`.
     OnlyIfCached,
+    /// Bypassed: the body of a body-keyed request cannot be its key.
+    Body(BodyBypass),
+}
+
+/// Why a request body did not become part of a key (the request passed through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyBypass {
+    /// Larger than 64 KiB.
+    TooLarge,
+    /// `json` and `graphql` bodies must say `Content-Type: application/json` (or `+json`).
+    ContentType,
+    /// The client's body broke off.
+    Unreadable,
+    InvalidJson,
+    DuplicateKey,
+    TooDeep,
+    GraphqlInvalid,
+    GraphqlMutation,
+    GraphqlSubscription,
+}
+
+impl BodyBypass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyBypass::TooLarge => "body-too-large",
+            BodyBypass::ContentType => "body-content-type",
+            BodyBypass::Unreadable => "body-unreadable",
+            BodyBypass::InvalidJson => "body-invalid-json",
+            BodyBypass::DuplicateKey => "body-duplicate-key",
+            BodyBypass::TooDeep => "body-too-deep",
+            BodyBypass::GraphqlInvalid => "graphql-invalid",
+            BodyBypass::GraphqlMutation => "graphql-mutation",
+            BodyBypass::GraphqlSubscription => "graphql-subscription",
+        }
+    }
+}
+
+impl From<&BodyError> for BodyBypass {
+    fn from(e: &BodyError) -> Self {
+        match e {
+            BodyError::InvalidJson(_) => BodyBypass::InvalidJson,
+            BodyError::DuplicateKey => BodyBypass::DuplicateKey,
+            BodyError::TooDeep => BodyBypass::TooDeep,
+            BodyError::InvalidGraphql(_) => BodyBypass::GraphqlInvalid,
+            BodyError::NotAQuery("subscription") => BodyBypass::GraphqlSubscription,
+            BodyError::NotAQuery(_) => BodyBypass::GraphqlMutation,
+        }
+    }
 }
 
 impl Detail {
@@ -132,6 +181,7 @@ impl Detail {
             Detail::UpstreamUnreachable => "upstream-unreachable",
             Detail::UpstreamBroken => "upstream-broken",
             Detail::OnlyIfCached => "only-if-cached",
+            Detail::Body(why) => why.as_str(),
         }
     }
 }

@@ -136,7 +136,7 @@ async fn apply(
                 path: path.to_string(),
                 url: u.clone(),
             };
-            let k = key::cache_key(&cfg.cache.namespace, url, &[], &HeaderMap::new());
+            let k = key::cache_key(&cfg.cache.namespace, url, &[], &HeaderMap::new(), None);
             let _ = shared.store.entries.delete(&k.key).await;
         }
     }

@@ -79,6 +79,8 @@ pub struct FileCache {
 #[serde(deny_unknown_fields, default)]
 pub struct FileWarm {
     pub urls: Vec<S>,
+    /// Warmed requests with a body: `{ url = "/api/query", method = "POST", body = "{...}" }`.
+    pub requests: Vec<FileWarmRequest>,
     pub every: Option<S>,
 }
 
@@ -108,6 +110,22 @@ pub struct FileRule {
     pub cache: bool,
     #[serde(default)]
     pub ignore_cookies: bool,
+    #[serde(default)]
+    pub methods: Vec<S>,
+    pub body_key: Option<S>,
+    #[serde(default)]
+    pub ignore_body_fields: Vec<S>,
+    /// Spanned, so that a problem in it points at its line.
+    #[serde(default)]
+    pub round_params: std::collections::BTreeMap<String, S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWarmRequest {
+    pub url: S,
+    pub method: Option<S>,
+    pub body: Option<S>,
 }
 
 fn yes() -> bool {

@@ -133,7 +133,17 @@ pub struct CacheConfig {
 #[derive(Debug, Clone)]
 pub struct WarmConfig {
     pub urls: Vec<String>,
+    /// Warmed requests with a method and a body (rules that key on bodies).
+    pub requests: Vec<WarmRequest>,
     pub every: Duration,
+}
+
+/// One `[[warm.requests]]` entry.
+#[derive(Debug, Clone)]
+pub struct WarmRequest {
+    pub url: String,
+    pub method: http::Method,
+    pub body: bytes::Bytes,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +170,41 @@ pub struct Rule {
     /// on a fill (Varnish's `unset req.http.Cookie` for a route): for reports that do not
     /// depend on who asks. Off, a request with a cookie is passed through.
     pub ignore_cookies: bool,
+    /// Methods besides GET and HEAD that are lookups, keyed on their body: POST, QUERY.
+    pub body_methods: Vec<http::Method>,
+    /// How a body becomes part of the key; `Some` exactly when `body_methods` is not empty.
+    pub body_key: Option<BodyKey>,
+    /// Members of a JSON body (dotted paths) never part of the key.
+    pub ignore_body_fields: Vec<crate::canon::FieldPath>,
+    /// Time parameters rounded down to their bucket, in the key and upstream.
+    pub round_params: Vec<RoundParam>,
+}
+
+/// `rules.body_key`: how a request body becomes part of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKey {
+    /// Canonical JSON: members sorted, whitespace and ignored members dropped.
+    Json,
+    /// A GraphQL request: the query's tokens, `variables` as canonical JSON.
+    Graphql,
+    /// The bytes as sent.
+    Raw,
+}
+
+/// One `rules.round_params` entry: a query parameter named `name`, or the body member at
+/// `path` (the same dotted name), rounded down to a multiple of `bucket`.
+#[derive(Debug, Clone)]
+pub struct RoundParam {
+    pub name: String,
+    pub path: Option<crate::canon::FieldPath>,
+    pub bucket: Duration,
+}
+
+impl Rule {
+    /// Whether a request with `method` is a lookup keyed on its body under this rule.
+    pub fn keys_body(&self, method: &http::Method) -> bool {
+        self.cache && self.body_methods.contains(method)
+    }
 }
 
 impl Config {

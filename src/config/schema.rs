@@ -45,7 +45,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "compress",
         ],
     ),
-    ("warm", &["urls", "every"]),
+    ("warm", &["urls", "requests", "every"]),
     ("purge", &["allow", "token"]),
     (
         "rules",
@@ -60,6 +60,10 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "tags",
             "cache",
             "ignore_cookies",
+            "methods",
+            "body_key",
+            "ignore_body_fields",
+            "round_params",
         ],
     ),
 ];

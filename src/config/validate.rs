@@ -479,8 +479,35 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             c.bad(u, "warm.urls", "expected a path starting with '/'");
         }
     }
+    let mut warm_requests = Vec::new();
+    for w in &file.warm.requests {
+        if !w.url.get_ref().starts_with('/') {
+            c.bad(
+                &w.url,
+                "warm.requests.url",
+                "expected a path starting with '/'",
+            );
+            continue;
+        }
+        let method = match &w.method {
+            None => http::Method::POST,
+            Some(m) => match http::Method::from_bytes(m.get_ref().as_bytes()) {
+                Ok(m) => m,
+                Err(_) => {
+                    c.bad(m, "warm.requests.method", "not a method");
+                    continue;
+                }
+            },
+        };
+        warm_requests.push(WarmRequest {
+            url: w.url.get_ref().clone(),
+            method,
+            body: bytes::Bytes::from(w.body.as_ref().map_or("", |b| b.get_ref()).to_string()),
+        });
+    }
     let warm = WarmConfig {
         urls: warm_urls,
+        requests: warm_requests,
         every: c.duration(&file.warm.every, "warm.every", Duration::from_secs(3600)),
     };
     if warm.every < MIN_WARM_EVERY {
@@ -601,6 +628,27 @@ fn rule(c: &mut Checker<'_>, r: &FileRule, global_ignore: &[Glob]) -> Option<Rul
         .ttl
         .as_ref()
         .map(|s| c.bounded_duration(s, "rules.ttl").unwrap_or(Duration::ZERO));
+    let (body_methods, body_key, ignore_body_fields) = body_keys(c, r);
+    let mut round_params = Vec::new();
+    for (name, bucket) in &r.round_params {
+        let Some(bucket) = c.bounded_duration(bucket, "rules.round_params") else {
+            continue;
+        };
+        if bucket.is_zero() {
+            c.bad(
+                &r.round_params[name],
+                "rules.round_params",
+                "a bucket must be more than 0",
+            );
+            continue;
+        }
+        round_params.push(RoundParam {
+            name: name.clone(),
+            // A name that is no dotted path (`a..b`) still names a query parameter.
+            path: crate::canon::FieldPath::parse(name).ok(),
+            bucket,
+        });
+    }
     Some(Rule {
         path: path.clone(),
         ttl,
@@ -616,7 +664,81 @@ fn rule(c: &mut Checker<'_>, r: &FileRule, global_ignore: &[Glob]) -> Option<Rul
         tags,
         cache: r.cache,
         ignore_cookies: r.ignore_cookies,
+        body_methods,
+        body_key,
+        ignore_body_fields,
+        round_params,
     })
+}
+
+/// `methods`, `body_key` and `ignore_body_fields` of a rule: each needs the others.
+fn body_keys(
+    c: &mut Checker<'_>,
+    r: &FileRule,
+) -> (
+    Vec<http::Method>,
+    Option<BodyKey>,
+    Vec<crate::canon::FieldPath>,
+) {
+    let mut methods = Vec::new();
+    for m in &r.methods {
+        match m.get_ref().as_str() {
+            // Always lookups; listing them changes nothing.
+            "GET" | "HEAD" => {}
+            "POST" => methods.push(http::Method::POST),
+            "QUERY" => methods.extend(http::Method::from_bytes(b"QUERY").ok()),
+            _ => c.bad(m, "rules.methods", "expected GET, HEAD, POST or QUERY"),
+        }
+    }
+    let key = match &r.body_key {
+        None => None,
+        Some(k) => match k.get_ref().as_str() {
+            "json" => Some(BodyKey::Json),
+            "graphql" => Some(BodyKey::Graphql),
+            "raw" => Some(BodyKey::Raw),
+            _ => {
+                c.bad(
+                    k,
+                    "rules.body_key",
+                    "expected one of \"json\", \"graphql\", \"raw\"",
+                );
+                None
+            }
+        },
+    };
+    match (&r.body_key, methods.is_empty()) {
+        (None, false) => {
+            if let Some(m) = r.methods.first() {
+                c.bad(
+                    m,
+                    "rules.methods",
+                    "POST and QUERY are keyed on their body: give `body_key` (json, graphql or raw)",
+                );
+            }
+        }
+        (Some(k), true) => c.bad(
+            k,
+            "rules.body_key",
+            "needs `methods` with POST or QUERY (GET and HEAD have no body)",
+        ),
+        _ => {}
+    }
+    let mut ignore = Vec::new();
+    for f in &r.ignore_body_fields {
+        if !matches!(key, Some(BodyKey::Json | BodyKey::Graphql)) {
+            c.bad(
+                f,
+                "rules.ignore_body_fields",
+                "needs body_key = \"json\" or \"graphql\"",
+            );
+            continue;
+        }
+        match crate::canon::FieldPath::parse(f.get_ref()) {
+            Ok(p) => ignore.push(p),
+            Err(e) => c.bad(f, "rules.ignore_body_fields", e),
+        }
+    }
+    (methods, key, ignore)
 }
 
 #[cfg(test)]

@@ -216,10 +216,15 @@ fn refresh(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup, stale: Opti
     }
 }
 
-/// Fetches `url` through the normal coalesced fill path, as if a client asked (warming).
-pub(crate) async fn warm(shared: &Arc<Shared>, url: &str) -> Result<StatusCode, ProxyError> {
+/// Fetches `url` (with `body`, for a rule that keys on bodies) through the normal
+/// coalesced fill path, as if a client asked (warming).
+pub(crate) async fn warm(
+    shared: &Arc<Shared>,
+    url: &str,
+    body: Option<(&http::Method, &bytes::Bytes)>,
+) -> Result<StatusCode, ProxyError> {
     let cfg = shared.live.get();
-    let lookup = Lookup::warm(&cfg, url)?;
+    let lookup = Lookup::warm(&cfg, url, body)?;
     // Still fresh past the next round: nothing to do. Otherwise refill now, before it
     // expires, so the first client after the round never waits for the report.
     let horizon = cfg.warm.every.as_millis() as i64 + 5_000;

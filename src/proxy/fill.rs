@@ -4,7 +4,7 @@
 
 use super::answer::entry_response;
 use super::request::Lookup;
-use crate::body::ProxyBody;
+use crate::body::{read_limited, ProxyBody, Read};
 use crate::coalesce::{Outcome, Permit};
 use crate::coding::{self, Coding};
 use crate::config::Config;
@@ -15,9 +15,8 @@ use crate::phase::{CacheStatus, Detail, Fwd, Phase};
 use crate::policy::{self, Decision, Freshness, NoStoreReason};
 use crate::purge::Verdict;
 use crate::upstream::UpstreamError;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
-use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -47,49 +46,6 @@ pub(super) struct Fill {
     /// A stored entry to revalidate: its validators go upstream, and a 304 renews it.
     validate: Option<Arc<Entry>>,
     leader: Option<oneshot::Sender<ForLeader>>,
-}
-
-/// A body read in full, or the part read before it proved too large to buffer.
-#[derive(Debug)]
-enum Read<B> {
-    Whole(Bytes),
-    TooLarge(Vec<Bytes>, B),
-}
-
-/// Reads `body` whole if it fits in `limit` bytes; a body longer than it said is cut off
-/// at the limit, one shorter than its `declared` length is an error (a torn transfer must
-/// never be stored).
-async fn read_limited<B>(
-    mut body: B,
-    limit: u64,
-    declared: Option<u64>,
-) -> Result<Read<B>, UpstreamError>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
-{
-    if declared.is_some_and(|n| n > limit) {
-        return Ok(Read::TooLarge(Vec::new(), body));
-    }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(16 << 10).min(limit) as usize);
-    let mut chunks: Vec<Bytes> = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| UpstreamError::Broken(e.to_string()))?;
-        if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > limit {
-                chunks.push(buf.freeze());
-                chunks.push(data);
-                return Ok(Read::TooLarge(chunks, body));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    if declared.is_some_and(|n| n != buf.len() as u64) {
-        return Err(UpstreamError::Broken(
-            "body shorter than its Content-Length".into(),
-        ));
-    }
-    Ok(Read::Whole(buf.freeze()))
 }
 
 /// The stored headers renewed by a 304 (RFC 9111 §3.2, §4.3.4): each header the 304 sends
@@ -177,7 +133,11 @@ impl Fill {
             .and_then(|s| s.parse::<u64>().ok());
         let limit = cfg.store.max_object_size;
         let read = tokio::time::timeout_at(deadline, read_limited(body, limit, declared)).await;
-        let body = match read.unwrap_or(Err(UpstreamError::Timeout(cfg.upstream.timeout))) {
+        let read = match read {
+            Ok(r) => r.map_err(|e| UpstreamError::Broken(e.to_string())),
+            Err(_) => Err(UpstreamError::Timeout(cfg.upstream.timeout)),
+        };
+        let body = match read {
             Ok(Read::Whole(b)) => b,
             Ok(Read::TooLarge(chunks, rest)) => {
                 let private = self.stream(parts, chunks, rest);
@@ -428,55 +388,6 @@ impl Fill {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::body::BoxError;
-
-    /// A body that arrives in `chunks`, then perhaps breaks off.
-    fn body(chunks: &[&'static str], broken: bool) -> ProxyBody {
-        let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(chunks.len() + 1);
-        for c in chunks {
-            tx.try_send(Ok(Bytes::from_static(c.as_bytes()))).unwrap();
-        }
-        if broken {
-            tx.try_send(Err("connection reset".into())).unwrap();
-        }
-        ProxyBody::Channel(rx)
-    }
-
-    async fn read(chunks: &[&'static str], limit: u64, declared: Option<u64>) -> Read<ProxyBody> {
-        read_limited(body(chunks, false), limit, declared)
-            .await
-            .expect("read")
-    }
-
-    #[tokio::test]
-    async fn a_body_within_the_limit_is_read_whole() {
-        let Read::Whole(b) = read(&["ab", "cd"], 4, Some(4)).await else {
-            panic!("whole")
-        };
-        assert_eq!(b, "abcd");
-        assert!(matches!(read(&["ab", "cd"], 4, None).await, Read::Whole(_)));
-    }
-
-    #[tokio::test]
-    async fn a_body_past_the_limit_keeps_what_was_read() {
-        let Read::TooLarge(got, _) = read(&["ab", "cd", "e"], 3, None).await else {
-            panic!("too large")
-        };
-        assert_eq!(got.concat(), b"abcd", "nothing read is lost");
-        // Said too large up front: nothing is read at all.
-        let Read::TooLarge(got, _) = read(&["ab"], 3, Some(10)).await else {
-            panic!("too large")
-        };
-        assert!(got.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_short_or_broken_body_is_an_error() {
-        let short = read_limited(body(&["ab"], false), 10, Some(3)).await;
-        assert!(matches!(short, Err(UpstreamError::Broken(_))));
-        let broken = read_limited(body(&["ab"], true), 10, None).await;
-        assert!(matches!(broken, Err(UpstreamError::Broken(_))));
-    }
 
     #[test]
     fn a_304_renews_headers_but_not_the_body_description() {

@@ -143,7 +143,7 @@ async fn dispatch(
                 request::Cacheable::Lookup(l) => l,
                 request::Cacheable::Passed(answer) => return Ok(answer),
             };
-            cached::serve(shared, cfg, lookup).await
+            cached::serve(shared, cfg, *lookup).await
         }
         Method::CONNECT => Err(ProxyError::MethodNotAllowed(
             "CONNECT is not supported by a reverse proxy".into(),
@@ -157,6 +157,14 @@ async fn dispatch(
             let req = req.map(ProxyBody::Incoming);
             let s = CacheStatus::fwd(Phase::Pass, Fwd::Method);
             pass::pass(shared, cfg, req, peer, s).await
+        }
+        // A rule's `methods`: lookups keyed on their body.
+        ref m if routed.rule.is_some_and(|r| r.keys_body(m)) => {
+            let lookup = match request::lookup(shared, cfg, req, peer, routed).await? {
+                request::Cacheable::Lookup(l) => l,
+                request::Cacheable::Passed(answer) => return Ok(answer),
+            };
+            cached::serve(shared, cfg, *lookup).await
         }
         // Anything else may change the resource, like methods whose safety is unknown
         // (RFC 9111 §4.4): pass through, and invalidate on success.

@@ -1,16 +1,20 @@
-//! Route and key: what a GET or HEAD asks of the cache, resolved once. A rule that says
-//! `cache = false`, or credentials the rule does not key on, pass the request through here.
+//! Route and key: what a GET or HEAD (or, on a rule with `methods`, a POST or QUERY keyed
+//! on its body) asks of the cache, resolved once. A rule that says `cache = false`,
+//! credentials the rule does not key on, or a body that cannot be a key pass the request
+//! through here.
 
 use super::{pass, Answer, Routed};
-use crate::body::ProxyBody;
-use crate::config::{Config, Rule};
+use crate::body::{read_limited, ProxyBody, Read};
+use crate::canon;
+use crate::config::{BodyKey, Config, Rule};
 use crate::error::ProxyError;
 use crate::instance::Shared;
 use crate::key::{self, CacheKey, NormalUrl};
-use crate::phase::{CacheStatus, Detail, Fwd, Phase};
+use crate::phase::{BodyBypass, CacheStatus, Detail, Fwd, Phase};
 use crate::policy::RequestDirectives;
 use crate::upstream::UNKEYED_REQUEST_HEADERS;
-use http::{header, HeaderMap, Request};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,11 +31,16 @@ pub(super) struct Lookup {
     /// The client's own `Cache-Control` directives.
     pub directives: RequestDirectives,
     pub peer: SocketAddr,
+    /// A lookup keyed on its body (POST, QUERY): the method and the body sent upstream.
+    pub body: Option<(Method, Bytes)>,
 }
+
+/// The largest body a lookup is keyed on; a larger one passes through.
+pub(super) const MAX_KEYED_BODY: u64 = 64 << 10;
 
 /// A GET or HEAD: a lookup for the cache, or already answered by the origin.
 pub(super) enum Cacheable {
-    Lookup(Lookup),
+    Lookup(Box<Lookup>),
     Passed((http::Response<ProxyBody>, CacheStatus)),
 }
 
@@ -42,8 +51,8 @@ fn unkeyed_credentials(headers: &HeaderMap, rule: Option<&Rule>) -> bool {
         .any(|h| headers.contains_key(h) && !rule.is_some_and(|r| r.key_headers.contains(h)))
 }
 
-/// Resolves a GET or HEAD into its lookup, or passes it through when the cache must stay
-/// out of it.
+/// Resolves a GET or HEAD (or a body-keyed POST or QUERY) into its lookup, or passes it
+/// through when the cache must stay out of it.
 pub(super) async fn lookup(
     shared: &Arc<Shared>,
     cfg: &Arc<Config>,
@@ -53,9 +62,17 @@ pub(super) async fn lookup(
 ) -> Result<Cacheable, ProxyError> {
     let (url, rule) = (routed.url?, routed.rule);
     let bypass = |detail| CacheStatus::fwd(Phase::Bypass, Fwd::Bypass).detail(detail);
+    // A GET's body means nothing to it; a POST's goes up with it when it passes.
+    let keyed_body = rule.is_some_and(|r| r.keys_body(req.method()));
+    let passed = |req: Request<Incoming>| {
+        if keyed_body {
+            req.map(ProxyBody::Incoming)
+        } else {
+            req.map(|_| ProxyBody::Empty)
+        }
+    };
     if rule.is_some_and(|r| !r.cache) {
-        let req = req.map(|_| ProxyBody::Empty);
-        let answer: Answer = pass::pass(shared, cfg, req, peer, bypass(Detail::Rule)).await;
+        let answer: Answer = pass::pass(shared, cfg, passed(req), peer, bypass(Detail::Rule)).await;
         return answer.map(Cacheable::Passed);
     }
     if rule.is_some_and(|r| r.ignore_cookies) {
@@ -64,18 +81,33 @@ pub(super) async fn lookup(
         req.headers_mut().remove(header::COOKIE);
     }
     if unkeyed_credentials(req.headers(), rule.map(|r| &**r)) {
-        let req = req.map(|_| ProxyBody::Empty);
         let s = bypass(Detail::Credentials);
-        return pass::pass(shared, cfg, req, peer, s)
+        return pass::pass(shared, cfg, passed(req), peer, s)
             .await
             .map(Cacheable::Passed);
     }
-    let (parts, _) = req.into_parts();
+    let (parts, body) = req.into_parts();
+    let body = match (keyed_body, rule.and_then(|r| r.body_key)) {
+        (true, Some(kind)) => {
+            let r = rule.map(|r| &**r);
+            match keyed(&parts, body, kind, r).await {
+                Ok(b) => Some(b),
+                Err((why, body)) => {
+                    let req = Request::from_parts(parts, body);
+                    let s = bypass(Detail::Body(why));
+                    return pass::pass(shared, cfg, req, peer, s)
+                        .await
+                        .map(Cacheable::Passed);
+                }
+            }
+        }
+        _ => None,
+    };
     let mut directives = RequestDirectives::parse(&parts.headers);
     if !cfg.cache.honor_client_no_cache {
         directives.ignore_requests_for_fresher();
     }
-    Ok(Cacheable::Lookup(Lookup::new(
+    Ok(Cacheable::Lookup(Box::new(Lookup::new(
         cfg,
         url,
         rule,
@@ -83,33 +115,123 @@ pub(super) async fn lookup(
         parts.headers,
         directives,
         peer,
-    )))
+        body.map(|(b, canonical)| (parts.method, b, canonical)),
+    ))))
+}
+
+/// Whether a `Content-Type` says JSON (`application/json`, `*/*+json`).
+fn is_json(ct: Option<&HeaderValue>) -> bool {
+    let Some(ct) = ct.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Reads a body to key a lookup on: the bytes to send upstream and what goes into the key.
+/// `Err`: why it cannot be a key, and the body to pass on (what was read, then the rest).
+async fn keyed(
+    parts: &http::request::Parts,
+    body: Incoming,
+    kind: BodyKey,
+    rule: Option<&Rule>,
+) -> Result<(Bytes, Vec<u8>), (BodyBypass, ProxyBody)> {
+    let ct = parts.headers.get(header::CONTENT_TYPE);
+    if kind != BodyKey::Raw && !is_json(ct) {
+        return Err((BodyBypass::ContentType, ProxyBody::Incoming(body)));
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    let bytes = match read_limited(body, MAX_KEYED_BODY, declared).await {
+        Ok(Read::Whole(b)) => b,
+        Ok(Read::TooLarge(read, rest)) => {
+            let resumed = ProxyBody::Resumed(Box::new((read.into(), rest)));
+            return Err((BodyBypass::TooLarge, resumed));
+        }
+        // The client broke off: what the origin would get is broken too.
+        Err(_) => return Err((BodyBypass::Unreadable, ProxyBody::Broken)),
+    };
+    let (ignore, round) = match rule {
+        Some(r) => (&r.ignore_body_fields[..], body_rounds(r)),
+        None => (&[][..], Vec::new()),
+    };
+    let canonical = match kind {
+        BodyKey::Json => canon::canonical_json(&bytes, ignore, &round),
+        BodyKey::Graphql => canon::canonical_graphql(&bytes, ignore, &round),
+        BodyKey::Raw => {
+            let k = raw_key(ct, &bytes);
+            return Ok((bytes, k));
+        }
+    };
+    match canonical {
+        Ok(c) => {
+            let upstream = c.upstream.map_or(bytes, Bytes::from);
+            Ok((upstream, c.key))
+        }
+        Err(e) => Err((BodyBypass::from(&e), ProxyBody::full(bytes))),
+    }
+}
+
+/// A raw body's part of the key: the bytes as sent, and the type they say they are.
+fn raw_key(ct: Option<&HeaderValue>, bytes: &[u8]) -> Vec<u8> {
+    [ct.map_or(&b""[..], |v| v.as_bytes()), b"\0", bytes].concat()
+}
+
+/// A rule's `round_params` as body paths.
+fn body_rounds(r: &Rule) -> Vec<(canon::FieldPath, std::time::Duration)> {
+    r.round_params
+        .iter()
+        .filter_map(|p| p.path.clone().map(|path| (path, p.bucket)))
+        .collect()
 }
 
 impl Lookup {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         cfg: &Config,
         url: NormalUrl,
         rule: Option<&Arc<Rule>>,
-        path_and_query: http::Uri,
+        target: http::Uri,
         headers: HeaderMap,
         directives: RequestDirectives,
         peer: SocketAddr,
+        body: Option<(Method, Bytes, Vec<u8>)>,
     ) -> Lookup {
         let key_headers = rule.map_or(&[][..], |r| &r.key_headers[..]);
+        let input = body
+            .as_ref()
+            .map(|(method, _, canonical)| key::BodyInput { method, canonical });
+        let key = key::cache_key(&cfg.cache.namespace, url, key_headers, &headers, input);
+        // Rounded time windows go upstream as the key has them, so the answer stored is the
+        // answer to its key.
+        let round = rule.map_or(&[][..], |r| &r.round_params[..]);
+        let path_and_query = key::rounded_target(&target, round).unwrap_or(target);
         Lookup {
-            key: key::cache_key(&cfg.cache.namespace, url, key_headers, &headers),
+            key,
             rule: rule.cloned(),
             path_and_query,
             headers,
             directives,
             peer,
+            body: body.map(|(m, b, _)| (m, b)),
         }
     }
 
     /// The lookup of a warmed URL: the variant a client sending none of the rule's
-    /// key_headers would get.
-    pub fn warm(cfg: &Config, url: &str) -> Result<Lookup, ProxyError> {
+    /// key_headers would get; with `body`, the request a client sending it would make.
+    pub fn warm(
+        cfg: &Config,
+        url: &str,
+        body: Option<(&Method, &Bytes)>,
+    ) -> Result<Lookup, ProxyError> {
         let uri: http::Uri = url
             .parse()
             .map_err(|_| ProxyError::BadRequest(format!("bad warm URL {url:?}")))?;
@@ -120,14 +242,45 @@ impl Lookup {
             )));
         }
         let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut headers = HeaderMap::new();
+        let body = match (body, rule) {
+            (None, _) => None,
+            (Some((method, bytes)), Some(r)) if r.keys_body(method) => {
+                let kind = r.body_key.unwrap_or(BodyKey::Raw);
+                if kind != BodyKey::Raw {
+                    let json = HeaderValue::from_static("application/json");
+                    headers.insert(header::CONTENT_TYPE, json);
+                }
+                let round = body_rounds(r);
+                let ignore = &r.ignore_body_fields[..];
+                let canonical = match kind {
+                    BodyKey::Json => canon::canonical_json(bytes, ignore, &round),
+                    BodyKey::Graphql => canon::canonical_graphql(bytes, ignore, &round),
+                    BodyKey::Raw => Ok(canon::Canonical {
+                        key: raw_key(None, bytes),
+                        upstream: None,
+                    }),
+                };
+                let c = canonical
+                    .map_err(|e| ProxyError::BadRequest(format!("warm body of {url}: {e}")))?;
+                let up = c.upstream.map_or_else(|| bytes.clone(), Bytes::from);
+                Some((method.clone(), up, c.key))
+            }
+            (Some((method, _)), _) => {
+                return Err(ProxyError::BadRequest(format!(
+                    "{url}: its rule does not key {method} requests on their body"
+                )))
+            }
+        };
         Ok(Lookup::new(
             cfg,
             nurl,
             rule,
             uri,
-            HeaderMap::new(),
+            headers,
             RequestDirectives::default(),
             peer,
+            body,
         ))
     }
 
@@ -157,7 +310,16 @@ impl Lookup {
         ] {
             headers.remove(h);
         }
-        let mut req = Request::new(ProxyBody::Empty);
+        let mut req = match &self.body {
+            Some((method, body)) => {
+                // The body may have been rewritten (rounded): its length is the new one's.
+                headers.remove(header::CONTENT_LENGTH);
+                let mut r = Request::new(ProxyBody::full(body.clone()));
+                *r.method_mut() = method.clone();
+                r
+            }
+            None => Request::new(ProxyBody::Empty),
+        };
         *req.uri_mut() = self.path_and_query.clone();
         *req.headers_mut() = headers;
         req
@@ -193,7 +355,7 @@ mod tests {
     #[test]
     fn a_fill_sends_no_conditionals_and_no_unkeyed_headers() {
         let cfg = Config::default_config();
-        let mut l = Lookup::warm(&cfg, "/r?b=2&a=1").unwrap();
+        let mut l = Lookup::warm(&cfg, "/r?b=2&a=1", None).unwrap();
         for (k, v) in [
             ("if-none-match", "\"x\""),
             ("range", "bytes=0-1"),
