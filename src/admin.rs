@@ -5,7 +5,6 @@ use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::error::{json_response, ProxyError};
 use crate::instance::Shared;
-use crate::key;
 use crate::purge::Verdict;
 use crate::purge_api::{authorized, forbidden, purge_json};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -36,7 +35,7 @@ pub async fn handle(
             let ok = store_ok(&shared).await;
             Ok(crate::status::page(&shared, &cfg, ok))
         }
-        (Method::GET, "/entry") => entry(&shared, &cfg, &req, peer).await,
+        (Method::GET | Method::POST, "/entry") => entry(&shared, &cfg, req, peer).await,
         (Method::POST, "/purge") => purge_json(&shared, &cfg, req, peer).await,
         (_, "/healthz" | "/metrics" | "/status" | "/entry" | "/purge") => Err(
             ProxyError::MethodNotAllowed("method not allowed here".into()),
@@ -154,15 +153,48 @@ async fn healthz(shared: &Shared) -> Response<ProxyBody> {
 
 /// `GET /entry?url=/path%3Fquery`: what the cache holds for that URL; 200 with its fields,
 /// or 404 when there is none (never stored, reclaimed, or removed by a hard purge).
+/// `POST /entry?url=...` with a body: the entry that body selects on a rule keyed on
+/// bodies (as a POST; `&method=QUERY` for QUERY).
 async fn entry(
     shared: &Arc<Shared>,
     cfg: &Arc<Config>,
-    req: &Request<Incoming>,
+    req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if !authorized(cfg, req.headers(), peer) {
-        return Err(forbidden(shared, peer, "GET /entry", None));
+        return Err(forbidden(shared, peer, "/entry", None));
     }
+    let param = |name: &str| -> Option<String> {
+        let q = req.uri().query()?;
+        let v = q
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?;
+        percent_encoding::percent_decode_str(v)
+            .decode_utf8()
+            .ok()
+            .map(|v| v.into_owned())
+    };
+    let method = match param("method") {
+        None => Method::POST,
+        Some(m) => Method::from_bytes(m.as_bytes())
+            .map_err(|_| ProxyError::BadRequest(format!("not a method: {m:?}")))?,
+    };
+    let posted = req.method() == Method::POST;
+    let (parts, body) = req.into_parts();
+    let body = match posted {
+        false => None,
+        true => {
+            let limited = http_body_util::Limited::new(body, crate::proxy::MAX_KEYED_BODY as usize);
+            let b = http_body_util::BodyExt::collect(limited)
+                .await
+                .map_err(|_| {
+                    ProxyError::BadRequest("body unreadable or larger than 64 KiB".into())
+                })?
+                .to_bytes();
+            Some(b)
+        }
+    };
+    let req = Request::from_parts(parts, ());
     let url = req
         .uri()
         .query()
@@ -176,10 +208,14 @@ async fn entry(
     let uri: http::Uri = url
         .parse()
         .map_err(|_| ProxyError::BadRequest(format!("not a URL path: {url:?}")))?;
-    let (nurl, rule) = key::route(cfg, &uri)?;
+    if uri.scheme().is_some() {
+        return Err(ProxyError::BadRequest(
+            "give a path, not an absolute URL".into(),
+        ));
+    }
     // The variant the admin request's own key_headers (e.g. `Accept`) select.
-    let key_headers = rule.map_or(&[][..], |r| &r.key_headers[..]);
-    let k = key::cache_key(&cfg.cache.namespace, nurl, key_headers, req.headers(), None);
+    let body = body.as_ref().map(|b| (&method, b));
+    let (k, rule) = crate::proxy::key_of(cfg, &url, req.headers(), body)?;
     // Ask the in-process tier first: the lookup below would copy the entry into it.
     let in_l1 = shared.store.entries.in_l1(&k.key);
     let found = shared
@@ -219,7 +255,7 @@ async fn entry(
         &serde_json::json!({
             "key": k.key,
             "url": e.url,
-            "rule": rule.map(|r| r.path.clone()),
+            "rule": rule,
             "status": status,
             "http_status": e.status.as_u16(),
             "size": e.body.len(),

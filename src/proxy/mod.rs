@@ -26,6 +26,7 @@ mod remote;
 mod request;
 
 pub(crate) use cached::warm;
+pub(crate) use request::{key_of, MAX_KEYED_BODY};
 
 use crate::body::ProxyBody;
 use crate::config::{Config, Rule};

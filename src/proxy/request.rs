@@ -36,7 +36,7 @@ pub(super) struct Lookup {
 }
 
 /// The largest body a lookup is keyed on; a larger one passes through.
-pub(super) const MAX_KEYED_BODY: u64 = 64 << 10;
+pub(crate) const MAX_KEYED_BODY: u64 = 64 << 10;
 
 /// A GET or HEAD: a lookup for the cache, or already answered by the origin.
 pub(super) enum Cacheable {
@@ -232,6 +232,17 @@ impl Lookup {
         url: &str,
         body: Option<(&Method, &Bytes)>,
     ) -> Result<Lookup, ProxyError> {
+        Lookup::made(cfg, url, HeaderMap::new(), body)
+    }
+
+    /// A lookup slate makes itself (warming, `/entry`) for `url` with request `headers`
+    /// and, for a rule that keys on bodies, a `body` (a JSON one said to be JSON).
+    pub fn made(
+        cfg: &Config,
+        url: &str,
+        mut headers: HeaderMap,
+        body: Option<(&Method, &Bytes)>,
+    ) -> Result<Lookup, ProxyError> {
         let uri: http::Uri = url
             .parse()
             .map_err(|_| ProxyError::BadRequest(format!("bad warm URL {url:?}")))?;
@@ -242,12 +253,11 @@ impl Lookup {
             )));
         }
         let peer = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut headers = HeaderMap::new();
         let body = match (body, rule) {
             (None, _) => None,
             (Some((method, bytes)), Some(r)) if r.keys_body(method) => {
                 let kind = r.body_key.unwrap_or(BodyKey::Raw);
-                if kind != BodyKey::Raw {
+                if kind != BodyKey::Raw && !is_json(headers.get(header::CONTENT_TYPE)) {
                     let json = HeaderValue::from_static("application/json");
                     headers.insert(header::CONTENT_TYPE, json);
                 }
@@ -257,7 +267,7 @@ impl Lookup {
                     BodyKey::Json => canon::canonical_json(bytes, ignore, &round),
                     BodyKey::Graphql => canon::canonical_graphql(bytes, ignore, &round),
                     BodyKey::Raw => Ok(canon::Canonical {
-                        key: raw_key(None, bytes),
+                        key: raw_key(headers.get(header::CONTENT_TYPE), bytes),
                         upstream: None,
                     }),
                 };
@@ -324,6 +334,18 @@ impl Lookup {
         *req.headers_mut() = headers;
         req
     }
+}
+
+/// The key a request for `url` (with `headers`, and `body` on a body-keyed rule) is looked
+/// up under, and the path of its rule (for `GET`/`POST /entry`).
+pub(crate) fn key_of(
+    cfg: &Config,
+    url: &str,
+    headers: &HeaderMap,
+    body: Option<(&Method, &Bytes)>,
+) -> Result<(CacheKey, Option<String>), ProxyError> {
+    let l = Lookup::made(cfg, url, headers.clone(), body)?;
+    Ok((l.key, l.rule.map(|r| r.path.clone())))
 }
 
 #[cfg(test)]

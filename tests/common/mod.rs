@@ -189,6 +189,8 @@ pub struct Origin {
     hits: Arc<Mutex<HashMap<String, usize>>>,
     total: Arc<AtomicUsize>,
     pub last_headers: Arc<Mutex<Option<HeaderMap>>>,
+    /// The body of the last request, as it arrived.
+    pub last_body: Arc<Mutex<Option<Bytes>>>,
     stop: watch::Sender<Option<tokio::time::Instant>>,
 }
 
@@ -217,13 +219,21 @@ impl Origin {
         let hits: Arc<Mutex<HashMap<String, usize>>> = Default::default();
         let total = Arc::new(AtomicUsize::new(0));
         let last_headers: Arc<Mutex<Option<HeaderMap>>> = Default::default();
+        let last_body: Arc<Mutex<Option<Bytes>>> = Default::default();
         let (stop, stopped) = watch::channel(None);
-        let (h2, t2, l2) = (hits.clone(), total.clone(), last_headers.clone());
+        let (h2, t2, l2, b2) = (
+            hits.clone(),
+            total.clone(),
+            last_headers.clone(),
+            last_body.clone(),
+        );
         let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
             let (reply, hits, total, last) = (reply.clone(), h2.clone(), t2.clone(), l2.clone());
+            let last_body = b2.clone();
             async move {
                 let (parts, body) = req.into_parts();
-                let _ = body.collect().await;
+                let body = body.collect().await.map(|b| b.to_bytes()).ok();
+                *last_body.lock().unwrap() = body;
                 let pq = parts
                     .uri
                     .path_and_query()
@@ -260,6 +270,7 @@ impl Origin {
             hits,
             total,
             last_headers,
+            last_body,
             stop,
         }
     }
