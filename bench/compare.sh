@@ -68,20 +68,9 @@ APT_INSTALL_ENV=(RUNLEVEL=1)
 
 skipped() { [[ " $SKIP " == *" $1 "* ]]; }
 
-# seconds DURATION: "10s" -> 10, "2m" -> 120, "15" -> 15
-seconds() {
-    case "$1" in
-    *[0-9]s) printf '%s' "${1%s}" ;;
-    *[0-9]m) printf '%s' "$((${1%m} * 60))" ;;
-    *) printf '%s' "$1" ;;
-    esac
-}
 [[ "$DURATION" =~ ^[0-9]+[sm]?$ ]] || die "DURATION must look like 10s, 2m or 10 (got '$DURATION')"
 DURATION_S="$(seconds "$DURATION")"
 ((DURATION_S >= 1 && DURATION_S <= 600)) || die "DURATION must be between 1s and 10m"
-int_in() { # int_in VALUE MIN MAX: VALUE is an integer within [MIN, MAX]
-    [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= $2 && $1 <= $3))
-}
 int_in "$ROUNDS" 1 20 || die "ROUNDS must be 1..20"
 int_in "$THREADS" 1 64 || die "THREADS must be 1..64"
 int_in "$CONNECTIONS" "$THREADS" 10000 || die "CONNECTIONS must be THREADS..10000"
@@ -121,19 +110,6 @@ make_tmp slate-compare
 # cleanup (lib.sh) also stops what the started processes started in turn (nginx workers,
 # varnish's child).
 cleanup_extra_pids() { python3 "$TOOLS" tree "$1" 2>/dev/null; }
-
-# ---------------------------------------------------------------- CPU used by others
-# The load average counts this benchmark's own wrk and servers, so it says little about
-# a build running beside it. Instead: the CPU the whole machine used minus what this
-# script's process tree used, as a share of all cores, between two samples.
-cpu_sample() { python3 "$TOOLS" cpu "$$"; }
-foreign_pct() { # foreign_pct "BUSY1 TOTAL1 OURS1" "BUSY2 TOTAL2 OURS2"
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        split(a, x, " "); split(b, y, " ")
-        total = y[2] - x[2]; other = (y[1] - x[1]) - (y[3] - x[3])
-        if (other < 0) other = 0
-        printf "%.0f", (total > 0 ? 100 * other / total : 0) }'
-}
 
 # ---------------------------------------------------------------- origins and redis
 free_port SLOW_PORT
@@ -336,10 +312,6 @@ fetch() {
         -w '%{http_code} %{size_download} %{time_total}' "$1")" || die "${2:-GET} $1 failed"
     read -r F_STATUS F_SIZE F_TIME <<<"$out"
 }
-header() { # header NAME: the value of response header NAME from the last fetch
-    tr -d '\r' <"$TMP/headers" | awk -v h="$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')" '
-        { n = index($0, ":"); if (n && tolower(substr($0, 1, n - 1)) == h) { print substr($0, n + 2); exit } }'
-}
 # hit_marker SYSTEM: how SYSTEM says "hit" in the last fetch; empty when it did not.
 hit_marker() {
     local v
@@ -470,26 +442,7 @@ run_wrk() {
     sleep 1 # let the servers settle between runs
 }
 
-# wait_quiet: with WAIT_QUIET, waits (within that budget, for the whole run) while other
-# processes use 10% or more of the machine (measured over 3 s).
-QUIET_DEADLINE=$((SECONDS + WAIT_QUIET))
-wait_quiet() {
-    local a b f
-    ((WAIT_QUIET > 0 && SECONDS < QUIET_DEADLINE)) || return 0
-    for ((;;)); do
-        a="$(cpu_sample)"
-        sleep 3
-        b="$(cpu_sample)"
-        f="$(foreign_pct "$a" "$b")"
-        ((f < 10)) && return 0
-        if ((SECONDS >= QUIET_DEADLINE)); then
-            log "other processes still use $f% of the machine; WAIT_QUIET=$WAIT_QUIET is spent, measuring anyway"
-            return 0
-        fi
-        log "other processes use $f% of the machine: waiting for quiet (at most $((QUIET_DEADLINE - SECONDS))s more)"
-        sleep 5
-    done
-}
+QUIET_DEADLINE=$((SECONDS + WAIT_QUIET)) # wait_quiet's budget (lib.sh)
 
 # measure SYSTEM ROUND: one wrk run, kept in $TMP/results. With WAIT_QUIET, a run during
 # which other processes used 10% or more of the machine is done again (twice at most,

@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034 # (what it sets, the scripts read)
-# bench/lib.sh: helpers shared by bench/run.sh, bench/compare.sh and bench/soak.sh. Sourced,
+# bench/lib.sh: helpers shared by the bench scripts (run.sh, compare.sh, codings.sh, ...). Sourced,
 # not run:
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #
@@ -13,6 +13,8 @@
 #   write_config      (function) start_slate writes a slate config with it
 #   cleanup_extra_pids (function, optional) cleanup_extra_pids PID: the PIDs of what PID
 #                     started in turn, one a line; cleanup stops them too
+#   TOOLS             bench/compare_tools.py (cpu_sample, wait_quiet)
+#   WAIT_QUIET, QUIET_DEADLINE  wait_quiet's budget: seconds, and the $SECONDS it ends at
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -50,6 +52,19 @@ build_slate() {
         log "using SLATE_BIN=$SLATE_BIN (no build)"
         SLATE_BIN_GIVEN=1
     fi
+}
+
+# ---------------------------------------------------------------- settings
+# seconds DURATION: "10s" -> 10, "2m" -> 120, "15" -> 15
+seconds() {
+    case "$1" in
+    *[0-9]s) printf '%s' "${1%s}" ;;
+    *[0-9]m) printf '%s' "$((${1%m} * 60))" ;;
+    *) printf '%s' "$1" ;;
+    esac
+}
+int_in() { # int_in VALUE MIN MAX: VALUE is an integer within [MIN, MAX]
+    [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= $2 && $1 <= $3))
 }
 
 # ---------------------------------------------------------------- processes and cleanup
@@ -243,4 +258,43 @@ wrk_stats() {
             if (rps == "" || p50 == "") { exit 1 }
             printf "%.2f|%.3f|%.3f|%d\n", rps, p50, p99, errors
         }' "$1"
+}
+
+# header NAME: the value of response header NAME in $TMP/headers (curl -D "$TMP/headers")
+header() {
+    tr -d '\r' <"$TMP/headers" | awk -v h="$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')" '
+        { n = index($0, ":"); if (n && tolower(substr($0, 1, n - 1)) == h) { print substr($0, n + 2); exit } }'
+}
+
+# ---------------------------------------------------------------- CPU used by others
+# The load average counts this benchmark's own wrk and servers, so it says little about
+# a build running beside it. Instead: the CPU the whole machine used minus what this
+# script's process tree used, as a share of all cores, between two samples.
+cpu_sample() { python3 "$TOOLS" cpu "$$"; }
+foreign_pct() { # foreign_pct "BUSY1 TOTAL1 OURS1" "BUSY2 TOTAL2 OURS2"
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        total = y[2] - x[2]; other = (y[1] - x[1]) - (y[3] - x[3])
+        if (other < 0) other = 0
+        printf "%.0f", (total > 0 ? 100 * other / total : 0) }'
+}
+
+# wait_quiet: with WAIT_QUIET, waits (until $SECONDS reaches QUIET_DEADLINE, for the whole
+# run) while other processes use 10% or more of the machine (measured over 3 s).
+wait_quiet() {
+    local a b f
+    ((WAIT_QUIET > 0 && SECONDS < QUIET_DEADLINE)) || return 0
+    for ((;;)); do
+        a="$(cpu_sample)"
+        sleep 3
+        b="$(cpu_sample)"
+        f="$(foreign_pct "$a" "$b")"
+        ((f < 10)) && return 0
+        if ((SECONDS >= QUIET_DEADLINE)); then
+            log "other processes still use $f% of the machine; WAIT_QUIET=$WAIT_QUIET is spent, measuring anyway"
+            return 0
+        fi
+        log "other processes use $f% of the machine: waiting for quiet (at most $((QUIET_DEADLINE - SECONDS))s more)"
+        sleep 5
+    done
 }
