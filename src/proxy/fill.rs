@@ -208,6 +208,12 @@ impl Fill {
                 // those who asked before, but never store it as fresh.
                 let purged = sh.purges.table().verdict(&entry) != Verdict::Valid;
                 let stored = !purged && self.store(&entry, keep).await;
+                if stored && !revalidated {
+                    // What compressing saves, as the operator sees it.
+                    let m = &sh.metrics;
+                    m.stored_bytes.add(entry.body.len() as u64);
+                    m.stored_identity_bytes.add(entry.identity_len);
+                }
                 (Arc::new(shared_entry(entry, stored)), None)
             }
             // An error every waiter may see, though no one stores it: in the origin's
@@ -267,11 +273,6 @@ impl Fill {
         headers.remove(header::CONTENT_ENCODING);
         if p.coding != Coding::Identity || p.origin_coding != Coding::Identity {
             coding::vary_on_accept_encoding(headers);
-        }
-        if compress {
-            let m = &self.shared.metrics;
-            m.stored_bytes.add(p.body.len() as u64);
-            m.stored_identity_bytes.add(p.identity_len);
         }
         (entry.body, entry.coding, entry.origin_coding) = (p.body, p.coding, p.origin_coding);
         entry.identity_len = p.identity_len;
