@@ -103,6 +103,19 @@ fn gauges(shared: &Shared, cfg: &Config) -> String {
             joined as f64,
         ));
     }
+    let (waiting, running) = shared.queue.lengths();
+    g.push((
+        "slate_fill_queue_length",
+        "gauge",
+        "Fills on this instance waiting in the fill queue for their turn.",
+        waiting as f64,
+    ));
+    g.push((
+        "slate_fills_running",
+        "gauge",
+        "Fills on this instance holding a fill queue slot (running against the upstream).",
+        running as f64,
+    ));
     g.push((
         "slate_fills_in_flight",
         "gauge",

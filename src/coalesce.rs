@@ -34,6 +34,8 @@ pub enum Outcome {
     Failed(UpstreamError),
     /// The leader went away without an outcome; look up again.
     Abandoned,
+    /// The fill waited `upstream.queue_timeout` for its turn and did not start.
+    Busy,
 }
 
 type Slot = watch::Receiver<Option<Arc<Outcome>>>;
@@ -65,7 +67,7 @@ impl Coalescer {
         map.insert(key.to_string(), rx);
         Role::Leader(Permit {
             key: key.to_string(),
-            tx,
+            tx: Arc::new(tx),
             table: self.clone(),
             done: false,
         })
@@ -90,7 +92,7 @@ impl Coalescer {
 /// The right to fill one key. Release it with [`Permit::finish`].
 pub struct Permit {
     key: String,
-    tx: watch::Sender<Option<Arc<Outcome>>>,
+    tx: Arc<watch::Sender<Option<Arc<Outcome>>>>,
     table: Coalescer,
     done: bool,
 }
@@ -106,7 +108,23 @@ impl Permit {
     /// How many followers wait on this fill now.
     #[cfg(test)]
     fn followers(&self) -> usize {
-        self.tx.receiver_count().saturating_sub(1)
+        self.interest().followers()
+    }
+
+    /// A handle that tells, while the fill waits for its turn, who still waits for it.
+    pub fn interest(&self) -> Interest {
+        Interest(self.tx.clone())
+    }
+}
+
+/// Who waits for one fill (see [`Permit::interest`]).
+#[derive(Clone)]
+pub struct Interest(Arc<watch::Sender<Option<Arc<Outcome>>>>);
+
+impl Interest {
+    /// Followers waiting now (the table's own receiver is not one).
+    pub fn followers(&self) -> usize {
+        self.0.receiver_count().saturating_sub(1)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Errors slate answers itself, mapped to HTTP in one place.
 
 use crate::body::ProxyBody;
-use crate::phase::{CacheStatus, Detail, Phase};
+use crate::phase::{CacheStatus, Detail, Fwd, Phase};
 use crate::upstream::UpstreamError;
 use http::{header, HeaderValue, Response, StatusCode};
 
@@ -26,6 +26,8 @@ pub enum ProxyError {
     NotCached,
     #[error("too many fills in flight; try again shortly")]
     Overloaded,
+    #[error("the back end is busy with other reports; try again in {0} s")]
+    QueueFull(u64),
 }
 
 impl From<crate::key::KeyError> for ProxyError {
@@ -46,7 +48,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overloaded | ProxyError::QueueFull(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -58,10 +60,15 @@ impl ProxyError {
 
     /// The answer: the status and a short JSON body `{"error": ..., "status": ...}`.
     pub fn response(&self) -> Response<ProxyBody> {
-        json_response(
+        let mut r = json_response(
             self.status(),
             &serde_json::json!({ "error": self.to_string(), "status": self.status().as_u16() }),
-        )
+        );
+        if let ProxyError::QueueFull(secs) = self {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        }
+        r
     }
 
     /// The `Cache-Status` of such an answer.
@@ -74,6 +81,10 @@ impl ProxyError {
             }
             ProxyError::Upstream(UpstreamError::Broken(_)) => s.detail(Detail::UpstreamBroken),
             ProxyError::NotCached => s.detail(Detail::OnlyIfCached),
+            // It was a miss that would have gone upstream (RFC 9211 `fwd`).
+            ProxyError::QueueFull(_) => {
+                CacheStatus::fwd(Phase::Error, Fwd::UriMiss).detail(Detail::QueueFull)
+            }
             _ => s,
         }
     }

@@ -6,6 +6,7 @@ use crate::coalesce::Coalescer;
 use crate::config::{reload::Live, Config};
 use crate::metrics::Metrics;
 use crate::purge::Purges;
+use crate::queue::FillQueue;
 use crate::store::{StoreError, Stores};
 use crate::upstream::Upstream;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct Shared {
     pub store: Stores,
     pub purges: Purges,
     pub flights: Coalescer,
+    /// Fills of distinct keys wait here for their turn against the upstream.
+    pub queue: FillQueue,
     pub upstream: Upstream,
     pub clock: Clock,
     pub metrics: Metrics,
@@ -51,12 +54,14 @@ impl Instance {
     /// An instance on a store built by the caller (tests use this to share one memory store).
     pub async fn with_store(config: Config, clock: Clock, store: Stores) -> Instance {
         let purges = Purges::load(store.log.clone(), store.peers.clone(), clock.clone()).await;
+        let queue = FillQueue::new(store.peers.clone(), &config.cache.namespace);
         let shared = Shared {
             upstream: Upstream::new(&config.upstream),
             live: Live::new(config),
             store,
             purges,
             flights: Coalescer::new(),
+            queue,
             clock,
             metrics: Metrics::default(),
             tasks: TaskTracker::new(),

@@ -23,7 +23,9 @@
 //!   ([`variant_key`]); `…:l:<hex>`: its fill lock ([`lock_key`]);
 //! - `…:{purge}:seq`, `…:{purge}:log`: the purge log, under one hash tag so the purge
 //!   scripts run on one shard of a cluster;
-//! - `…:events`: the event channel.
+//! - `…:events`: the event channel;
+//! - `…:{queue}:all`, `…:{queue}:rule:<hex>`: the fill queue's slots (all fills, and one
+//!   rule's), under one hash tag so its script runs on one shard.
 //!
 //! All of those keys end in hex digits of a blake3 hash, which is what [`shard_hash`] relies
 //! on to spread them cheaply.
@@ -333,6 +335,17 @@ pub fn purge_seq_key(namespace: &str) -> String {
 /// The purge log: a sorted set of records scored by their number.
 pub fn purge_log_key(namespace: &str) -> String {
     format!("slate:{namespace}:{{purge}}:log")
+}
+
+/// The fill queue's slots of every fill.
+pub fn queue_key(namespace: &str) -> String {
+    format!("slate:{namespace}:{{queue}}:all")
+}
+
+/// The fill queue's slots of the rule for `path` (the rule's `max_fills`).
+pub fn queue_rule_key(namespace: &str, path: &str) -> String {
+    let h = blake3::hash(path.as_bytes());
+    format!("slate:{namespace}:{{queue}}:rule:{}", &h.to_hex()[..16])
 }
 
 /// The channel instances sharing a store publish their events on.

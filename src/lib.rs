@@ -47,6 +47,7 @@ mod policy;
 mod proxy;
 mod purge;
 mod purge_api;
+mod queue;
 pub mod server;
 mod status;
 mod store;

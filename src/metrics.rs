@@ -78,6 +78,16 @@ impl Histogram {
         self.count.get()
     }
 
+    /// The mean of what was observed, in seconds (0 with nothing observed).
+    pub fn mean_secs(&self) -> f64 {
+        let n = self.count.get();
+        if n == 0 {
+            0.0
+        } else {
+            self.sum_us.get() as f64 / 1e6 / n as f64
+        }
+    }
+
     fn render(&self, s: &mut String, name: &str, help: &str) {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut acc = 0;
@@ -92,7 +102,7 @@ impl Histogram {
     }
 }
 
-const UPSTREAM_BUCKETS: &[f64] = &[
+pub(crate) const UPSTREAM_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
     600.0,
 ];
@@ -190,6 +200,14 @@ pub struct Metrics {
     pub stored_bytes: Counter,
     /// The same bodies, decoded: what storing them uncompressed would take.
     pub stored_identity_bytes: Counter,
+    /// Time fills spent waiting in the fill queue.
+    pub queue_waited: Histogram,
+    /// Queued fills dropped before they started: every client had gone.
+    pub queue_dropped: Counter,
+    /// Fills that waited `upstream.queue_timeout` without a turn.
+    pub queue_timeouts: Counter,
+    /// Answers 503 because the fill queue was full (no stale copy to give).
+    pub queue_refused: Counter,
     /// Answers from the cache by the coding they were sent in.
     answers_by_coding: [Counter; Coding::ALL.len()],
     purges: [[Counter; PurgeOutcome::ALL.len()]; PurgeForm::ALL.len()],
@@ -213,6 +231,10 @@ impl Default for Metrics {
             saved_ms: Default::default(),
             remote_waits: Default::default(),
             lock_takeovers: Default::default(),
+            queue_waited: Histogram::new(UPSTREAM_BUCKETS),
+            queue_dropped: Default::default(),
+            queue_timeouts: Default::default(),
+            queue_refused: Default::default(),
             stored_bytes: Default::default(),
             stored_identity_bytes: Default::default(),
             answers_by_coding: Default::default(),
@@ -398,6 +420,21 @@ impl Metrics {
                 self.lock_takeovers.get(),
             ),
             (
+                "slate_fill_queue_dropped_total",
+                "Queued fills dropped before they started because every client had gone.",
+                self.queue_dropped.get(),
+            ),
+            (
+                "slate_fill_queue_timeouts_total",
+                "Fills that waited upstream.queue_timeout without a turn.",
+                self.queue_timeouts.get(),
+            ),
+            (
+                "slate_fill_queue_refused_total",
+                "Answers 503 because the fill queue was full and no stale copy was usable.",
+                self.queue_refused.get(),
+            ),
+            (
                 "slate_stored_body_bytes_total",
                 "Body bytes of stored fills, as stored (compressed where that pays).",
                 self.stored_bytes.get(),
@@ -446,6 +483,11 @@ impl Metrics {
             &mut s,
             "slate_store_duration_seconds",
             "Time of one store lookup.",
+        );
+        self.queue_waited.render(
+            &mut s,
+            "slate_fill_queue_wait_seconds",
+            "Time fills waited in the fill queue for their turn against the upstream.",
         );
         s.push_str(extra);
         s

@@ -117,6 +117,8 @@ pub enum Detail {
     OnlyIfCached,
     /// Bypassed: the body of a body-keyed request cannot be its key.
     Body(BodyBypass),
+    /// The fill waited `upstream.queue_timeout` for its turn (a stale copy, or 503).
+    QueueFull,
 }
 
 /// Why a request body did not become part of a key (the request passed through).
@@ -182,6 +184,7 @@ impl Detail {
             Detail::UpstreamBroken => "upstream-broken",
             Detail::OnlyIfCached => "only-if-cached",
             Detail::Body(why) => why.as_str(),
+            Detail::QueueFull => "queue-full",
         }
     }
 }

@@ -149,6 +149,7 @@ pub fn page(shared: &Shared, cfg: &Config, store_ok: bool) -> Response<ProxyBody
         }
         None => "no in-process tier".to_string(),
     };
+    let queue = shared.queue.lengths();
     let hits: u64 = Phase::ALL
         .iter()
         .filter(|p| is_hit(**p))
@@ -171,6 +172,8 @@ td.n{{text-align:right;font-variant-numeric:tabular-nums}}.ok{{color:#2da44e}}.b
 <h2>Top routes by hits</h2><table><tr><th>route</th><th>hits</th><th>seconds saved</th></tr>{by_hits}</table>\
 <h2>Top routes by time saved</h2><table><tr><th>route</th><th>seconds saved</th><th>hits</th></tr>{saved_rows}</table>\
 <h2>Recent purges</h2><table><tr><th>when</th><th>scope</th><th>targets</th><th>mode</th><th>source</th></tr>{purges}</table>\
+<h2>Fill queue</h2><table id=\"queue\"><tr><th>waiting</th><th>running</th><th>limit</th><th>dropped</th><th>timed out</th><th>refused (503)</th><th>mean wait</th></tr>\
+<tr><td class=\"n\">{qwait}</td><td class=\"n\">{qrun}</td><td class=\"n\">{qmax}</td><td class=\"n\">{qdrop}</td><td class=\"n\">{qto}</td><td class=\"n\">{qref}</td><td class=\"n\">{qmean:.2} s</td></tr></table>\
 <p>fills in flight: {fills} &middot; purge targets in force: {ptargets}</p></body></html>",
         ver = env!("CARGO_PKG_VERSION"),
         cv = esc(&cfg.version),
@@ -183,6 +186,17 @@ td.n{{text-align:right;font-variant-numeric:tabular-nums}}.ok{{color:#2da44e}}.b
         sh = if store_ok { "ok" } else { "degraded" },
         chart = chart(&points),
         fills = shared.flights.in_flight(),
+        qwait = queue.0,
+        qrun = queue.1,
+        qmax = if cfg.upstream.max_fills == 0 {
+            "none".to_string()
+        } else {
+            cfg.upstream.max_fills.to_string()
+        },
+        qdrop = m.queue_dropped.get(),
+        qto = m.queue_timeouts.get(),
+        qref = m.queue_refused.get(),
+        qmean = m.queue_waited.mean_secs(),
         ptargets = shared.purges.table().len(),
     );
     let mut r = Response::new(ProxyBody::full(html));

@@ -50,6 +50,8 @@ pub struct FileUpstream {
     pub url: Option<S>,
     pub timeout: Option<S>,
     pub connect_timeout: Option<S>,
+    pub max_fills: Option<Spanned<i64>>,
+    pub queue_timeout: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +120,7 @@ pub struct FileRule {
     /// Spanned, so that a problem in it points at its line.
     #[serde(default)]
     pub round_params: std::collections::BTreeMap<String, S>,
+    pub max_fills: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -92,6 +92,11 @@ pub struct UpstreamConfig {
     pub authority: http::uri::Authority,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Fills of distinct keys running at once, over every instance sharing the store
+    /// (0: no limit).
+    pub max_fills: usize,
+    /// How long a fill may wait for its turn; then stale if usable, else 503.
+    pub queue_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +183,8 @@ pub struct Rule {
     pub ignore_body_fields: Vec<crate::canon::FieldPath>,
     /// Time parameters rounded down to their bucket, in the key and upstream.
     pub round_params: Vec<RoundParam>,
+    /// This rule's share of `upstream.max_fills` (`None`: no cap of its own).
+    pub max_fills: Option<usize>,
 }
 
 /// `rules.body_key`: how a request body becomes part of the key.

@@ -21,7 +21,16 @@ const SCHEMA: &[(&str, &[&str])] = &[
         ],
     ),
     ("log", &["format", "level", "access_log"]),
-    ("upstream", &["url", "timeout", "connect_timeout"]),
+    (
+        "upstream",
+        &[
+            "url",
+            "timeout",
+            "connect_timeout",
+            "max_fills",
+            "queue_timeout",
+        ],
+    ),
     (
         "store",
         &[
@@ -64,6 +73,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "body_key",
             "ignore_body_fields",
             "round_params",
+            "max_fills",
         ],
     ),
 ];

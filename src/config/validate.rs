@@ -114,6 +114,28 @@ impl Checker<'_> {
             .collect()
     }
 
+    /// A whole number from `min` to 100000 (a count of fills, of slots).
+    fn count(
+        &mut self,
+        v: &Option<toml::Spanned<i64>>,
+        key: &str,
+        default: usize,
+        min: i64,
+    ) -> usize {
+        match v {
+            None => default,
+            Some(n) if (min..=100_000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                let p = self.loc.at(
+                    Some(n.span()),
+                    format!("{key}: must be from {min} to 100000 (got {})", n.get_ref()),
+                );
+                self.problems.push(p);
+                default
+            }
+        }
+    }
+
     fn one_of(&mut self, v: &Option<S>, key: &str, allowed: &[&str], default: &str) -> String {
         match v {
             None => default.to_string(),
@@ -345,6 +367,12 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             &u.connect_timeout,
             "upstream.connect_timeout",
             Duration::from_secs(5),
+        ),
+        max_fills: c.count(&u.max_fills, "upstream.max_fills", 16, 0),
+        queue_timeout: c.timeout(
+            &u.queue_timeout,
+            "upstream.queue_timeout",
+            Duration::from_secs(30),
         ),
     };
 
@@ -668,6 +696,10 @@ fn rule(c: &mut Checker<'_>, r: &FileRule, global_ignore: &[Glob]) -> Option<Rul
         body_key,
         ignore_body_fields,
         round_params,
+        max_fills: r
+            .max_fills
+            .as_ref()
+            .map(|n| c.count(&Some(n.clone()), "rules.max_fills", 1, 1)),
     })
 }
 

@@ -7,7 +7,7 @@
 
 use super::answer::{entry_response, stale_if_error, stale_status};
 use super::fill::{Fill, ForLeader};
-use super::lookup::{classify_at, find, look, usable_on_error, Found};
+use super::lookup::{classify_at, find, look, usable_on_error, usable_when_busy, Found};
 use super::request::Lookup;
 use super::{pass, Answer};
 use crate::coalesce::{Outcome, Role};
@@ -191,6 +191,19 @@ impl Missed {
                     s,
                 )))
             }
+            Outcome::Busy => {
+                let usable = self.stale.as_ref().filter(|s| usable_when_busy(s, now));
+                Round::Done(match usable {
+                    Some(s) => {
+                        let st = stale_status(s, Detail::QueueFull, now);
+                        Ok((entry_response(shared, s, true, now, &lookup.headers), st))
+                    }
+                    None => {
+                        shared.metrics.queue_refused.inc();
+                        Err(ProxyError::QueueFull(retry_after(cfg)))
+                    }
+                })
+            }
             Outcome::Failed(err) => Round::Done(match on_error {
                 Some(s) => {
                     let st = stale_if_error(s, None, now);
@@ -206,6 +219,12 @@ impl Missed {
             Outcome::Abandoned => Round::Again(Again::Abandoned),
         }
     }
+}
+
+/// What a 503 from a full fill queue tells the client to wait: a sixth of the queue
+/// timeout (5 s by default), at least 1 s and at most 30 s.
+fn retry_after(cfg: &Config) -> u64 {
+    (cfg.upstream.queue_timeout.as_secs() / 6).clamp(1, 30)
 }
 
 /// Starts one background refresh of a stale entry, unless one already runs.
@@ -237,6 +256,7 @@ pub(crate) async fn warm(
         Role::Leader(permit) => {
             let (tx, rx) = oneshot::channel();
             Fill::new(shared, &cfg, &lookup, validate, Some(tx))
+                .class(crate::queue::Class::Warm)
                 .run(permit)
                 .await;
             match rx.await {
@@ -255,5 +275,6 @@ pub(crate) async fn warm(
         Outcome::Failed(e) => Err(e.clone().into()),
         Outcome::Pass => Ok(StatusCode::OK),
         Outcome::Abandoned => Err(UpstreamError::Broken("warm fill abandoned".into()).into()),
+        Outcome::Busy => Err(ProxyError::QueueFull(retry_after(&cfg))),
     }
 }

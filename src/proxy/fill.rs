@@ -5,7 +5,7 @@
 use super::answer::entry_response;
 use super::request::Lookup;
 use crate::body::{read_limited, ProxyBody, Read};
-use crate::coalesce::{Outcome, Permit};
+use crate::coalesce::{Interest, Outcome, Permit};
 use crate::coding::{self, Coding};
 use crate::config::Config;
 use crate::entry::{self, Entry};
@@ -14,6 +14,7 @@ use crate::key;
 use crate::phase::{CacheStatus, Detail, Fwd, Phase};
 use crate::policy::{self, Decision, Freshness, NoStoreReason};
 use crate::purge::Verdict;
+use crate::queue::{Ask, Class, QueueError, Slot};
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
@@ -46,6 +47,10 @@ pub(super) struct Fill {
     /// A stored entry to revalidate: its validators go upstream, and a 304 renews it.
     validate: Option<Arc<Entry>>,
     leader: Option<oneshot::Sender<ForLeader>>,
+    /// Its place in the fill queue: a client's, a refresh's, warming's.
+    class: Class,
+    /// Who waits for it on this instance (set when it runs).
+    interest: Option<Interest>,
 }
 
 /// The stored headers renewed by a 304 (RFC 9111 §3.2, §4.3.4): each header the 304 sends
@@ -87,19 +92,31 @@ impl Fill {
             cfg: cfg.clone(),
             lookup: lookup.clone(),
             validate: stale.filter(|e| e.has_validator()),
+            class: if leader.is_some() {
+                Class::Client
+            } else {
+                Class::Background
+            },
             leader,
+            interest: None,
         }
     }
 
+    /// The same fill in another class of the fill queue (warming).
+    pub fn class(mut self, class: Class) -> Fill {
+        self.class = class;
+        self
+    }
+
     pub async fn run(mut self, permit: Permit) {
-        let leader = self.leader.take();
+        self.interest = Some(permit.interest());
         let (outcome, private) = match &self.shared.store.peers {
             Some(peers) => self.across_instances(&**peers).await,
             None => self.fetch().await,
         };
         // Release the key only now: the entry (if any) is in the store already.
         permit.finish(outcome.clone());
-        if let Some(tx) = leader {
+        if let Some(tx) = self.leader.take() {
             let _ = tx.send(match private {
                 Some(p) => ForLeader::Private(Box::new(p)),
                 None => ForLeader::Outcome(outcome),
@@ -113,8 +130,49 @@ impl Fill {
         (Arc::new(Outcome::Failed(e)), None)
     }
 
+    /// Waits for this fill's turn in the fill queue ([`crate::queue`]).
+    async fn take_turn(&self) -> Result<Slot, QueueError> {
+        let cfg = &self.cfg;
+        let ask = Ask {
+            class: self.class,
+            client: Some(self.lookup.peer.ip()),
+            rule: self
+                .lookup
+                .rule
+                .as_ref()
+                .and_then(|r| r.max_fills.map(|n| (r.path.clone(), n))),
+            limit: cfg.upstream.max_fills,
+            timeout: cfg.upstream.queue_timeout,
+            lease: cfg.store.fill_lease,
+        };
+        // Nobody left to answer: the client that started it hung up, and no one joined.
+        let gone = || {
+            self.leader.as_ref().is_none_or(|tx| tx.is_closed())
+                && self.interest.as_ref().is_none_or(|i| i.followers() == 0)
+        };
+        let started = std::time::Instant::now();
+        let m = &self.shared.metrics;
+        let turn = self.shared.queue.acquire(ask, gone).await;
+        match &turn {
+            Ok(_) => m.queue_waited.observe(started.elapsed()),
+            Err(QueueError::Timeout) => {
+                m.queue_timeouts.inc();
+                tracing::warn!(url = %self.lookup.key.url.url, "fill queue full past upstream.queue_timeout");
+            }
+            Err(QueueError::Abandoned) => m.queue_dropped.inc(),
+        }
+        turn
+    }
+
     /// Fetches the response, decides what to keep of it and stores it.
     pub async fn fetch(&self) -> FillResult {
+        // Held until the response is stored (or passed on): the fill's place among the
+        // fills the upstream runs at once.
+        let _slot = match self.take_turn().await {
+            Ok(slot) => slot,
+            Err(QueueError::Timeout) => return (Arc::new(Outcome::Busy), None),
+            Err(QueueError::Abandoned) => return (Arc::new(Outcome::Abandoned), None),
+        };
         let sh = &self.shared;
         let cfg = &self.cfg;
         let purge_seq = sh.purges.seq();

@@ -131,6 +131,17 @@ pub(super) fn usable_on_error(e: &Entry, now: u64) -> bool {
     }
 }
 
+/// Whether an entry may answer when its refill could not get a turn in the fill queue: one
+/// it could answer for an origin failure, or one still within `stale-while-revalidate`;
+/// never one that must be revalidated.
+pub(super) fn usable_when_busy(e: &Entry, now: u64) -> bool {
+    if e.flags & (entry::MUST_REVALIDATE | entry::NO_CACHE) != 0 {
+        return false;
+    }
+    let stale_by = (-e.ttl_ms(now)).max(0) as u64;
+    usable_on_error(e, now) || stale_by < e.swr_ms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

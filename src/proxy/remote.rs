@@ -95,7 +95,9 @@ enum Waited {
 impl Fill {
     pub(super) async fn across_instances(&self, peers: &dyn Coordination) -> FillResult {
         let lock = FillLock::new(peers, &self.lookup.key.key, self.cfg.store.fill_lease);
-        let deadline = tokio::time::Instant::now() + self.cfg.upstream.timeout + lock.lease * 2;
+        // The owner may queue for its turn before it fetches.
+        let up = &self.cfg.upstream;
+        let deadline = tokio::time::Instant::now() + up.queue_timeout + up.timeout + lock.lease * 2;
         // Subscribe before trying the lock, so the owner's event cannot slip between.
         let mut events = Some(peers.subscribe());
         let mut waited = false;
@@ -131,6 +133,10 @@ impl Fill {
         let report = match &*result.0 {
             Outcome::Shared { stored: true, .. } => FillReport::Stored,
             Outcome::Failed(e) => FillReport::Failed(e.to_string()),
+            Outcome::Busy => FillReport::Busy,
+            // Dropped before it started (its clients went away): the lock is released,
+            // and a waiter elsewhere takes it over, queueing for itself.
+            Outcome::Abandoned => return result,
             _ => FillReport::Pass,
         };
         let event = Event::Filled {
@@ -159,6 +165,7 @@ impl Fill {
             }
             match said {
                 Some(FillReport::Pass) => return Waited::Answer((Arc::new(Outcome::Pass), None)),
+                Some(FillReport::Busy) => return Waited::Answer((Arc::new(Outcome::Busy), None)),
                 Some(FillReport::Failed(why)) => {
                     let e = UpstreamError::Broken(format!("the instance that fetched it: {why}"));
                     return Waited::Answer((Arc::new(Outcome::Failed(e)), None));

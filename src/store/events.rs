@@ -17,6 +17,8 @@ pub enum Event {
     Invalidate { from: String, key: String },
     /// A purge numbered `seq` was logged.
     Purged { seq: u64 },
+    /// A fill queue slot was freed: queued fills may try again.
+    SlotFreed,
     /// The subscription was (re)established: anything cached in-process may have missed
     /// invalidations while it was down. (Local: never on the wire.)
     Resubscribed,
@@ -33,6 +35,8 @@ pub enum FillReport {
     Pass,
     /// The upstream failed; nothing was stored.
     Failed(String),
+    /// The fill waited `upstream.queue_timeout` for its turn and did not start.
+    Busy,
 }
 
 impl Event {
@@ -42,6 +46,7 @@ impl Event {
             Event::Filled { key, result } => match result {
                 FillReport::Stored => vec!["f", key, "stored"],
                 FillReport::Pass => vec!["f", key, "pass"],
+                FillReport::Busy => vec!["f", key, "busy"],
                 FillReport::Failed(why) => {
                     let why = why.replace(['\t', '\n'], " ");
                     return Some(format!("{VERSION}\tf\t{key}\terror\t{why}"));
@@ -49,6 +54,7 @@ impl Event {
             },
             Event::Invalidate { from, key } => vec!["i", from, key],
             Event::Purged { seq } => return Some(format!("{VERSION}\tp\t{seq}")),
+            Event::SlotFreed => vec!["q"],
             Event::Resubscribed | Event::Lost => return None,
         };
         Some(format!("{VERSION}\t{}", fields.join("\t")))
@@ -71,6 +77,10 @@ impl Event {
                 key: key.to_string(),
                 result: FillReport::Pass,
             }),
+            ("f", [key, "busy"]) => Some(Event::Filled {
+                key: key.to_string(),
+                result: FillReport::Busy,
+            }),
             ("f", [key, "error", why]) => Some(Event::Filled {
                 key: key.to_string(),
                 result: FillReport::Failed(why.to_string()),
@@ -80,6 +90,7 @@ impl Event {
                 key: key.to_string(),
             }),
             ("p", [seq]) => seq.parse().ok().map(|seq| Event::Purged { seq }),
+            ("q", []) => Some(Event::SlotFreed),
             _ => None,
         }
     }
@@ -102,6 +113,10 @@ mod tests {
             },
             Event::Filled {
                 key: "k".into(),
+                result: FillReport::Busy,
+            },
+            Event::Filled {
+                key: "k".into(),
                 result: FillReport::Failed("upstream timed out after 60s".into()),
             },
             Event::Invalidate {
@@ -109,6 +124,7 @@ mod tests {
                 key: "k".into(),
             },
             Event::Purged { seq: 42 },
+            Event::SlotFreed,
         ];
         for e in events {
             let wire = e.encode().expect("published");

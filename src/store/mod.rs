@@ -148,6 +148,49 @@ pub trait Coordination: Send + Sync + 'static {
     /// Whether the event subscription is up now. A listener subscribes first and then
     /// asks this, so it cannot miss a `Resubscribed` sent just before.
     fn subscribed(&self) -> bool;
+
+    /// Takes a slot of a counted lease (a semaphore whose holders lapse): one of `slots`'
+    /// `limit` slots, and of its rule's too when it has one, both or neither.
+    fn acquire_slot<'a>(
+        &'a self,
+        slots: &'a Slots,
+        token: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, StoreResult<SlotGrant>>;
+
+    /// Extends a slot we hold; `false` if it lapsed.
+    fn renew_slot<'a>(
+        &'a self,
+        slots: &'a Slots,
+        token: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Gives a slot back.
+    fn release_slot<'a>(
+        &'a self,
+        slots: &'a Slots,
+        token: &'a str,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+}
+
+/// The counted leases a fill takes a slot of: all fills' (`key`, `limit`), and its rule's
+/// when the rule caps its share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slots {
+    pub key: String,
+    pub limit: usize,
+    pub rule: Option<(String, usize)>,
+}
+
+/// What asking for a slot got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotGrant {
+    Granted,
+    /// Every slot is held.
+    Full,
+    /// Every slot of the rule's share is held (others may be free).
+    RuleFull,
 }
 
 /// One instance's store, by concern.

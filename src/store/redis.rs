@@ -12,8 +12,8 @@
 
 use super::flights::ReadFlights;
 use super::{
-    Coordination, Event, PurgeLog, PurgeRecord, PurgeRequest, Storage, StoreError, StoreResult,
-    StoreStats,
+    Coordination, Event, PurgeLog, PurgeRecord, PurgeRequest, SlotGrant, Slots, Storage,
+    StoreError, StoreResult, StoreStats,
 };
 use crate::entry::Entry;
 use crate::key;
@@ -44,6 +44,46 @@ return {seq, recs}
 const RENEW_SCRIPT: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
+"#;
+
+/// A fill queue slot: Redis's own clock (so instances' clocks cannot disagree), lapsed
+/// holders dropped, then a slot of all fills' and of the rule's (KEYS[2]), both or neither.
+/// The sets themselves lapse when nobody has used them for a while.
+const SLOT_ACQUIRE_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+if #KEYS > 1 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
+  redis.call('ZADD', KEYS[2], now + lease, ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], lease * 4)
+end
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], lease * 4)
+return 1
+"#;
+
+const SLOT_RENEW_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[2])
+local held = 0
+for _, k in ipairs(KEYS) do
+  if redis.call('ZSCORE', k, ARGV[1]) then
+    redis.call('ZADD', k, 'XX', now + lease, ARGV[1])
+    redis.call('PEXPIRE', k, lease * 4)
+    held = 1
+  end
+end
+return held
+"#;
+
+const SLOT_RELEASE_SCRIPT: &str = r#"
+for _, k in ipairs(KEYS) do redis.call('ZREM', k, ARGV[1]) end
+return 1
 "#;
 
 const UNLOCK_SCRIPT: &str = r#"
@@ -147,6 +187,9 @@ pub struct RedisStore<C> {
     subscriber: tokio::task::AbortHandle,
     renew: redis::Script,
     unlock: redis::Script,
+    slot_acquire: redis::Script,
+    slot_renew: redis::Script,
+    slot_release: redis::Script,
     name: &'static str,
     seq_key: String,
     log_key: String,
@@ -251,7 +294,7 @@ async fn subscribe(
                         {
                             // Another instance stored or dropped something: reads sent
                             // before now answer no lookup that starts after this event.
-                            if !matches!(e, Event::Purged { .. }) {
+                            if !matches!(e, Event::Purged { .. } | Event::SlotFreed) {
                                 flights.flush();
                             }
                             let _ = tx.send(e);
@@ -302,6 +345,9 @@ impl<C> RedisStore<C> {
             subscriber,
             renew: redis::Script::new(RENEW_SCRIPT),
             unlock: redis::Script::new(UNLOCK_SCRIPT),
+            slot_acquire: redis::Script::new(SLOT_ACQUIRE_SCRIPT),
+            slot_renew: redis::Script::new(SLOT_RENEW_SCRIPT),
+            slot_release: redis::Script::new(SLOT_RELEASE_SCRIPT),
             name,
             seq_key: key::purge_seq_key(namespace),
             log_key: key::purge_log_key(namespace),
@@ -569,6 +615,66 @@ where
 
     fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    fn acquire_slot<'a>(
+        &'a self,
+        slots: &'a Slots,
+        token: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, StoreResult<SlotGrant>> {
+        async move {
+            let mut inv = self.slot_acquire.key(&slots.key);
+            if let Some((k, _)) = &slots.rule {
+                inv.key(k);
+            }
+            inv.arg(token)
+                .arg(lease.as_millis().max(1) as u64)
+                .arg(slots.limit)
+                .arg(slots.rule.as_ref().map_or(0, |(_, n)| *n));
+            Ok(match self.invoke::<i64>(inv).await? {
+                1 => SlotGrant::Granted,
+                -1 => SlotGrant::RuleFull,
+                _ => SlotGrant::Full,
+            })
+        }
+        .boxed()
+    }
+
+    fn renew_slot<'a>(
+        &'a self,
+        slots: &'a Slots,
+        token: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let mut inv = self.slot_renew.key(&slots.key);
+            if let Some((k, _)) = &slots.rule {
+                inv.key(k);
+            }
+            inv.arg(token).arg(lease.as_millis().max(1) as u64);
+            Ok(self.invoke::<i64>(inv).await? == 1)
+        }
+        .boxed()
+    }
+
+    fn release_slot<'a>(
+        &'a self,
+        slots: &'a Slots,
+        token: &'a str,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            let mut inv = self.slot_release.key(&slots.key);
+            if let Some((k, _)) = &slots.rule {
+                inv.key(k);
+            }
+            inv.arg(token);
+            self.invoke::<i64>(inv).await?;
+            // Instances waiting for a slot try again now, not at their next poll.
+            let _ = self.publish(Event::SlotFreed).await;
+            Ok(())
+        }
+        .boxed()
     }
 
     fn subscribed(&self) -> bool {
