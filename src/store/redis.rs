@@ -91,6 +91,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
+/// A slot script's invocation with its keys: all fills' slots, and the rule's when it caps
+/// its share.
+fn slot_keys<'a>(script: &'a redis::Script, slots: &Slots) -> redis::ScriptInvocation<'a> {
+    let mut inv = script.key(&slots.key);
+    if let Some((k, _)) = &slots.rule {
+        inv.key(k);
+    }
+    inv
+}
+
 /// See `connect`: a backstop, far above any per-command timeout.
 const CONNECTION_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -624,10 +634,7 @@ where
         lease: Duration,
     ) -> BoxFuture<'a, StoreResult<SlotGrant>> {
         async move {
-            let mut inv = self.slot_acquire.key(&slots.key);
-            if let Some((k, _)) = &slots.rule {
-                inv.key(k);
-            }
+            let mut inv = slot_keys(&self.slot_acquire, slots);
             inv.arg(token)
                 .arg(lease.as_millis().max(1) as u64)
                 .arg(slots.limit)
@@ -648,10 +655,7 @@ where
         lease: Duration,
     ) -> BoxFuture<'a, StoreResult<bool>> {
         async move {
-            let mut inv = self.slot_renew.key(&slots.key);
-            if let Some((k, _)) = &slots.rule {
-                inv.key(k);
-            }
+            let mut inv = slot_keys(&self.slot_renew, slots);
             inv.arg(token).arg(lease.as_millis().max(1) as u64);
             Ok(self.invoke::<i64>(inv).await? == 1)
         }
@@ -664,10 +668,7 @@ where
         token: &'a str,
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
-            let mut inv = self.slot_release.key(&slots.key);
-            if let Some((k, _)) = &slots.rule {
-                inv.key(k);
-            }
+            let mut inv = slot_keys(&self.slot_release, slots);
             inv.arg(token);
             self.invoke::<i64>(inv).await?;
             // Instances waiting for a slot try again now, not at their next poll.

@@ -191,6 +191,8 @@ pub struct Origin {
     pub last_headers: Arc<Mutex<Option<HeaderMap>>>,
     /// The body of the last request, as it arrived.
     pub last_body: Arc<Mutex<Option<Bytes>>>,
+    /// Requests being answered now, and the most there ever were at once.
+    concurrency: Arc<(AtomicUsize, AtomicUsize)>,
     stop: watch::Sender<Option<tokio::time::Instant>>,
 }
 
@@ -220,6 +222,8 @@ impl Origin {
         let total = Arc::new(AtomicUsize::new(0));
         let last_headers: Arc<Mutex<Option<HeaderMap>>> = Default::default();
         let last_body: Arc<Mutex<Option<Bytes>>> = Default::default();
+        let concurrency: Arc<(AtomicUsize, AtomicUsize)> = Default::default();
+        let c2 = concurrency.clone();
         let (stop, stopped) = watch::channel(None);
         let (h2, t2, l2, b2) = (
             hits.clone(),
@@ -230,7 +234,18 @@ impl Origin {
         let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
             let (reply, hits, total, last) = (reply.clone(), h2.clone(), t2.clone(), l2.clone());
             let last_body = b2.clone();
+            let conc = c2.clone();
             async move {
+                let now = conc.0.fetch_add(1, Ordering::SeqCst) + 1;
+                conc.1.fetch_max(now, Ordering::SeqCst);
+                // Counted until the answer is handed back (after the reply's delay).
+                struct Leave(Arc<(AtomicUsize, AtomicUsize)>);
+                impl Drop for Leave {
+                    fn drop(&mut self) {
+                        self.0 .0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                let _leave = Leave(conc);
                 let (parts, body) = req.into_parts();
                 let body = body.collect().await.map(|b| b.to_bytes()).ok();
                 *last_body.lock().unwrap() = body;
@@ -271,6 +286,7 @@ impl Origin {
             total,
             last_headers,
             last_body,
+            concurrency,
             stop,
         }
     }
@@ -278,6 +294,11 @@ impl Origin {
     /// Requests seen for this exact path and query.
     pub fn hits(&self, pq: &str) -> usize {
         self.hits.lock().unwrap().get(pq).copied().unwrap_or(0)
+    }
+
+    /// The most requests the origin was answering at once.
+    pub fn peak_concurrency(&self) -> usize {
+        self.concurrency.1.load(Ordering::SeqCst)
     }
 
     pub fn total(&self) -> usize {
@@ -352,6 +373,7 @@ pub struct SlateBuilder {
     store: Option<StoreUnderTest>,
     store_keys: String,
     upstream_timeout: Option<String>,
+    upstream_keys: String,
     config: String,
     whole: Option<String>,
     clock: Clock,
@@ -374,6 +396,13 @@ impl SlateBuilder {
     /// `upstream.timeout` (the harness's is 10 s).
     pub fn upstream_timeout(mut self, timeout: &str) -> Self {
         self.upstream_timeout = Some(timeout.into());
+        self
+    }
+
+    /// More keys for `[upstream]` (TOML), e.g. `max_fills = 4`.
+    pub fn upstream_keys(mut self, keys: &str) -> Self {
+        self.upstream_keys.push_str(keys);
+        self.upstream_keys.push('\n');
         self
     }
 
@@ -403,6 +432,7 @@ impl SlateBuilder {
                 self.store.is_none()
                     && self.store_keys.is_empty()
                     && self.upstream_timeout.is_none()
+                    && self.upstream_keys.is_empty()
                     && self.config.is_empty(),
                 "whole_config is the whole config: nothing but the clock goes with it"
             );
@@ -410,9 +440,10 @@ impl SlateBuilder {
         }
         let store = self.store.as_ref().unwrap_or(&StoreUnderTest::Memory);
         format!(
-            "[upstream]\nurl = \"{}\"\ntimeout = \"{}\"\n{}\n{}",
+            "[upstream]\nurl = \"{}\"\ntimeout = \"{}\"\n{}{}\n{}",
             self.origin,
             self.upstream_timeout.as_deref().unwrap_or("10s"),
+            self.upstream_keys,
             store.table(&self.store_keys),
             self.config
         )
@@ -438,6 +469,7 @@ impl Slate {
             store: None,
             store_keys: String::new(),
             upstream_timeout: None,
+            upstream_keys: String::new(),
             config: String::new(),
             whole: None,
             clock: Clock::system(),

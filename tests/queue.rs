@@ -1,0 +1,313 @@
+//! The fill queue protects the back end from many *different* reports at once: at most
+//! `upstream.max_fills` fills run against it, counted over every instance sharing the
+//! store; the rest wait their turn, bounded by `upstream.queue_timeout`.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+/// 9:00: 60 distinct cold reports, each opened by 5 viewers, through three instances on
+/// one Redis with `max_fills = 4`: the origin computes each report once, never more than
+/// four at a time, and every viewer gets its report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_share_four_slots() {
+    let redis = RedisServer::start();
+    let origin = Origin::start(|p, _| {
+        Reply::ok(format!("report {}", p.uri)).delay(Duration::from_millis(500))
+    })
+    .await;
+    let store = StoreUnderTest::Redis(redis.url());
+    let mut slates = Vec::new();
+    for _ in 0..3 {
+        let s = Slate::builder(&origin.url())
+            .store(&store)
+            .upstream_keys("max_fills = 4")
+            .config(RULE)
+            .start()
+            .await;
+        slates.push(s);
+    }
+    let c = client();
+    let urls: Vec<String> = (0..60)
+        .flat_map(|r| (0..5).map(move |v| (r, v)))
+        .map(|(r, v)| slates[(r + v) % 3].url(&format!("/report/{r}")))
+        .collect();
+    let t = Instant::now();
+    let answers = get_all(&c, urls).await;
+    let took = t.elapsed();
+    for (i, g) in answers.iter().enumerate() {
+        assert_eq!(g.status, 200, "viewer {i}: {}", g.text());
+        assert_eq!(g.text(), format!("report /report/{}", i / 5));
+    }
+    assert_eq!(origin.total(), 60, "each report computed once");
+    assert!(
+        origin.peak_concurrency() <= 4,
+        "the origin saw {} at once",
+        origin.peak_concurrency()
+    );
+    // 60 fills of 0.5 s, 4 at a time, take 7.5 s at least: the queue did hold them back.
+    assert!(took >= Duration::from_millis(7000), "{took:?}");
+    for s in slates {
+        s.stop().await;
+    }
+}
+
+/// Past `queue_timeout`: a stale copy when one is usable, else 503 with Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_stale_or_503() {
+    let origin = Origin::start(|p, n| {
+        let r = Reply::ok(format!("{} #{n}", p.uri.path()));
+        match p.uri.path() {
+            "/hog" => r.delay(Duration::from_secs(3)),
+            _ => r,
+        }
+    })
+    .await;
+    let clock = slate::clock::Clock::system();
+    let slate = Slate::builder(&origin.url())
+        .store(&StoreUnderTest::Memory)
+        .clock(clock.clone())
+        .upstream_keys("max_fills = 1\nqueue_timeout = \"300ms\"")
+        .config("[[rules]]\npath = \"/\"\nttl = \"10s\"\nstale_if_error = \"1h\"\n")
+        .start()
+        .await;
+    let c = client();
+    assert_eq!(get(&c, &slate.url("/kept")).await.text(), "/kept #1");
+    clock.advance(Duration::from_secs(60));
+    // One slot, taken by a slow report.
+    let hog = tokio::spawn({
+        let (c, url) = (c.clone(), slate.url("/hog"));
+        async move { get(&c, &url).await }
+    });
+    eventually(
+        "the slow report holds the slot",
+        Duration::from_secs(2),
+        || async { (origin.hits("/hog") == 1).then_some(()) },
+    )
+    .await;
+    let t = Instant::now();
+    let stale = get(&c, &slate.url("/kept")).await;
+    assert_eq!(stale.text(), "/kept #1", "the stale copy");
+    assert_eq!(
+        stale.cache().detail(),
+        Some("queue-full"),
+        "{}",
+        stale.cache_status()
+    );
+    let busy = get(&c, &slate.url("/never-seen")).await;
+    let waited = t.elapsed();
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert_eq!(busy.header("retry-after"), "1");
+    assert_eq!(
+        busy.cache().fwd(),
+        Some("uri-miss"),
+        "{}",
+        busy.cache_status()
+    );
+    assert_eq!(busy.cache().detail(), Some("queue-full"));
+    let j: serde_json::Value = serde_json::from_slice(&busy.body).unwrap();
+    assert_eq!(j["status"], 503);
+    assert!(
+        waited < Duration::from_millis(2000),
+        "two timeouts of 300 ms: {waited:?}"
+    );
+    assert_eq!(origin.hits("/never-seen"), 0);
+    assert_eq!(hog.await.unwrap().status, 200, "the running fill finished");
+    let m = get(&c, &slate.admin_url("/metrics")).await.text();
+    assert!(m.contains("slate_fill_queue_timeouts_total 2"), "{m}");
+    assert!(m.contains("slate_fill_queue_refused_total 1"), "{m}");
+    slate.stop().await;
+}
+
+/// A queued fill whose client hung up never reaches the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_fill_whose_client_left_is_dropped() {
+    let origin = Origin::start(|p, n| {
+        let r = Reply::ok(format!("{} #{n}", p.uri.path()));
+        match p.uri.path() {
+            "/hog" => r.delay(Duration::from_millis(1500)),
+            _ => r,
+        }
+    })
+    .await;
+    let slate = Slate::builder(&origin.url())
+        .store(&StoreUnderTest::Memory)
+        .upstream_keys("max_fills = 1")
+        .config(RULE)
+        .start()
+        .await;
+    let c = client();
+    let hog = tokio::spawn({
+        let (c, url) = (c.clone(), slate.url("/hog"));
+        async move { get(&c, &url).await }
+    });
+    eventually(
+        "the slow report holds the slot",
+        Duration::from_secs(2),
+        || async { (origin.hits("/hog") == 1).then_some(()) },
+    )
+    .await;
+    // A client that gives up while its report waits for a turn.
+    let impatient = tokio::spawn({
+        let (c, url) = (c.clone(), slate.url("/abandoned"));
+        async move { get(&c, &url).await }
+    });
+    eventually("the report is queued", Duration::from_secs(2), || async {
+        (slate.instance.shared.queue.lengths().0 == 1).then_some(())
+    })
+    .await;
+    impatient.abort();
+    eventually(
+        "the queued fill is dropped",
+        Duration::from_secs(2),
+        || async {
+            let m = get(&c, &slate.admin_url("/metrics")).await.text();
+            m.contains("slate_fill_queue_dropped_total 1").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(hog.await.unwrap().status, 200);
+    // The slot is free again, and the dropped report was never asked for.
+    assert_eq!(get(&c, &slate.url("/next")).await.status, 200);
+    assert_eq!(origin.hits("/abandoned"), 0);
+    slate.stop().await;
+}
+
+/// Client fills go before background refreshes, even ones queued earlier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_fills_go_before_refreshes() {
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let o2 = order.clone();
+    let origin = Origin::start(move |p, n| {
+        o2.lock().unwrap().push(p.uri.path().to_string());
+        let r = Reply::ok(format!("{} #{n}", p.uri.path()));
+        match p.uri.path() {
+            "/hog" => r.delay(Duration::from_millis(800)),
+            _ => r,
+        }
+    })
+    .await;
+    let clock = slate::clock::Clock::system();
+    let slate = Slate::builder(&origin.url())
+        .store(&StoreUnderTest::Memory)
+        .clock(clock.clone())
+        .upstream_keys("max_fills = 1")
+        .config("[[rules]]\npath = \"/\"\nttl = \"10s\"\nstale_while_revalidate = \"1h\"\n")
+        .start()
+        .await;
+    let c = client();
+    get(&c, &slate.url("/report")).await;
+    clock.advance(Duration::from_secs(60));
+    let hog = tokio::spawn({
+        let (c, url) = (c.clone(), slate.url("/hog"));
+        async move { get(&c, &url).await }
+    });
+    eventually(
+        "the slow report holds the slot",
+        Duration::from_secs(2),
+        || async { (origin.hits("/hog") == 1).then_some(()) },
+    )
+    .await;
+    // A stale hit queues its refresh; then a client's miss queues behind it.
+    let stale = get(&c, &slate.url("/report")).await;
+    assert_eq!(stale.cache().detail(), Some("stale-while-revalidate"));
+    eventually("the refresh is queued", Duration::from_secs(2), || async {
+        (slate.instance.shared.queue.lengths().0 == 1).then_some(())
+    })
+    .await;
+    let miss = tokio::spawn({
+        let (c, url) = (c.clone(), slate.url("/client"));
+        async move { get(&c, &url).await }
+    });
+    assert_eq!(hog.await.unwrap().status, 200);
+    assert_eq!(miss.await.unwrap().status, 200);
+    eventually("the refresh ran", Duration::from_secs(5), || async {
+        (origin.hits("/report") == 2).then_some(())
+    })
+    .await;
+    let seen = order.lock().unwrap().clone();
+    assert_eq!(seen, ["/report", "/hog", "/client", "/report"], "{seen:?}");
+    slate.stop().await;
+}
+
+/// An instance killed (SIGKILL) while it holds slots: they come back within a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instances_slots_lapse() {
+    let redis = RedisServer::start();
+    let origin = Origin::start(|p, _| {
+        let r = Reply::ok(format!("report {}", p.uri.path()));
+        match p.uri.path() {
+            "/after" => r,
+            _ => r.delay(Duration::from_secs(30)),
+        }
+    })
+    .await;
+    let store = StoreUnderTest::Redis(redis.url());
+    let upstream = format!(
+        "[upstream]\nurl = \"{}\"\ntimeout = \"60s\"\nmax_fills = 2\n",
+        origin.url()
+    );
+    let store_table = store.table("fill_lease = \"1s\"");
+    let dir = TempDir::new("queue-owner");
+    let port = free_port();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n{upstream}{store_table}{RULE}"
+    );
+    let path = dir.0.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut owner = std::process::Command::new(env!("CARGO_BIN_EXE_slate"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the owner listens", Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+    let c = client();
+    let held: Vec<_> = ["/slow/1", "/slow/2"]
+        .iter()
+        .map(|p| {
+            let (c, url) = (c.clone(), format!("http://127.0.0.1:{port}{p}"));
+            tokio::spawn(async move { get(&c, &url).await })
+        })
+        .collect();
+    eventually(
+        "the owner holds both slots",
+        Duration::from_secs(5),
+        || async { (origin.total() == 2).then_some(()) },
+    )
+    .await;
+    let key = "slate:v1:{queue}:all";
+    assert_eq!(redis.cli(&["ZCARD", key]).trim(), "2");
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    for h in held {
+        h.abort();
+    }
+    let other = Slate::builder(&origin.url())
+        .store(&store)
+        .store_keys("fill_lease = \"1s\"")
+        .upstream_keys("max_fills = 2")
+        .config(RULE)
+        .start()
+        .await;
+    let t = Instant::now();
+    let g = get(&c, &other.url("/after")).await;
+    assert_eq!(g.status, 200, "{}", g.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the dead instance's slots lapsed within a lease or so: {:?}",
+        t.elapsed()
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "it did wait for them"
+    );
+    other.stop().await;
+}
