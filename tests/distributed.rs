@@ -104,29 +104,10 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
             .await;
     let store = StoreUnderTest::Redis(redis.url());
     // The owner is a real slate process, killed with SIGKILL mid-fill.
-    let dir = TempDir::new("owner");
-    let port = free_port();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n{}",
-        config(&store, "0", "").replace("{origin}", &origin.url())
-    );
-    let path = dir.0.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut owner = std::process::Command::new(env!("CARGO_BIN_EXE_slate"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let text = config(&store, "0", "").replace("{origin}", &origin.url());
+    let (mut owner, port) = SlateProcess::start(&text).await;
     let c = client();
     let owner_url = format!("http://127.0.0.1:{port}/orphan");
-    eventually("the owner listens", Duration::from_secs(5), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-    })
-    .await;
     let first = tokio::spawn({
         let c = c.clone();
         async move {
@@ -153,8 +134,7 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
         }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    owner.kill().unwrap();
-    owner.wait().unwrap();
+    owner.kill();
     let (g, took) = w.await.unwrap();
     first.abort();
     assert_eq!(g.status, 200, "{}", g.text());

@@ -53,6 +53,21 @@ async fn three_instances_share_four_slots() {
     }
 }
 
+/// Asks for `/hog` (a slow report) and waits until it holds the only slot.
+async fn hog(c: &HttpClient, slate: &Slate, origin: &Origin) -> tokio::task::JoinHandle<Got> {
+    let hog = tokio::spawn({
+        let (c, url) = (c.clone(), slate.url("/hog"));
+        async move { get(&c, &url).await }
+    });
+    eventually(
+        "the slow report holds the slot",
+        Duration::from_secs(2),
+        || async { (origin.hits("/hog") == 1).then_some(()) },
+    )
+    .await;
+    hog
+}
+
 /// Past `queue_timeout`: a stale copy when one is usable, else 503 with Retry-After.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_stale_or_503() {
@@ -76,16 +91,7 @@ async fn a_full_queue_answers_stale_or_503() {
     assert_eq!(get(&c, &slate.url("/kept")).await.text(), "/kept #1");
     clock.advance(Duration::from_secs(60));
     // One slot, taken by a slow report.
-    let hog = tokio::spawn({
-        let (c, url) = (c.clone(), slate.url("/hog"));
-        async move { get(&c, &url).await }
-    });
-    eventually(
-        "the slow report holds the slot",
-        Duration::from_secs(2),
-        || async { (origin.hits("/hog") == 1).then_some(()) },
-    )
-    .await;
+    let hog = hog(&c, &slate, &origin).await;
     let t = Instant::now();
     let stale = get(&c, &slate.url("/kept")).await;
     assert_eq!(stale.text(), "/kept #1", "the stale copy");
@@ -138,16 +144,7 @@ async fn a_queued_fill_whose_client_left_is_dropped() {
         .start()
         .await;
     let c = client();
-    let hog = tokio::spawn({
-        let (c, url) = (c.clone(), slate.url("/hog"));
-        async move { get(&c, &url).await }
-    });
-    eventually(
-        "the slow report holds the slot",
-        Duration::from_secs(2),
-        || async { (origin.hits("/hog") == 1).then_some(()) },
-    )
-    .await;
+    let hog = hog(&c, &slate, &origin).await;
     // A client that gives up while its report waits for a turn.
     let impatient = tokio::spawn({
         let (c, url) = (c.clone(), slate.url("/abandoned"));
@@ -199,16 +196,7 @@ async fn client_fills_go_before_refreshes() {
     let c = client();
     get(&c, &slate.url("/report")).await;
     clock.advance(Duration::from_secs(60));
-    let hog = tokio::spawn({
-        let (c, url) = (c.clone(), slate.url("/hog"));
-        async move { get(&c, &url).await }
-    });
-    eventually(
-        "the slow report holds the slot",
-        Duration::from_secs(2),
-        || async { (origin.hits("/hog") == 1).then_some(()) },
-    )
-    .await;
+    let hog = hog(&c, &slate, &origin).await;
     // A stale hit queues its refresh; then a client's miss queues behind it.
     let stale = get(&c, &slate.url("/report")).await;
     assert_eq!(stale.cache().detail(), Some("stale-while-revalidate"));
@@ -249,26 +237,7 @@ async fn a_killed_instances_slots_lapse() {
         origin.url()
     );
     let store_table = store.table("fill_lease = \"1s\"");
-    let dir = TempDir::new("queue-owner");
-    let port = free_port();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n{upstream}{store_table}{RULE}"
-    );
-    let path = dir.0.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut owner = std::process::Command::new(env!("CARGO_BIN_EXE_slate"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("the owner listens", Duration::from_secs(5), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-    })
-    .await;
+    let (mut owner, port) = SlateProcess::start(&format!("{upstream}{store_table}{RULE}")).await;
     let c = client();
     let held: Vec<_> = ["/slow/1", "/slow/2"]
         .iter()
@@ -285,8 +254,7 @@ async fn a_killed_instances_slots_lapse() {
     .await;
     let key = "slate:v1:{queue}:all";
     assert_eq!(redis.cli(&["ZCARD", key]).trim(), "2");
-    owner.kill().unwrap();
-    owner.wait().unwrap();
+    owner.kill();
     for h in held {
         h.abort();
     }

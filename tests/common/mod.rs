@@ -842,3 +842,48 @@ impl RedisCluster {
         StoreUnderTest::Cluster(self.nodes.iter().map(|n| n.url()).collect())
     }
 }
+
+/// slate as its own process (so a test can SIGKILL it), on a free port, admin listener off.
+pub struct SlateProcess {
+    child: Child,
+    _dir: TempDir,
+}
+
+impl SlateProcess {
+    /// Starts the slate binary with `config` (everything but `[server]`) and waits until it
+    /// listens; returns it and its port.
+    pub async fn start(config: &str) -> (SlateProcess, u16) {
+        let dir = TempDir::new("slate-process");
+        let port = free_port();
+        let text =
+            format!("[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"\"\n{config}");
+        let path = dir.0.join("config.toml");
+        std::fs::write(&path, text).expect("config written");
+        let child = Command::new(env!("CARGO_BIN_EXE_slate"))
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the slate binary starts");
+        eventually("slate listens", Duration::from_secs(5), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        })
+        .await;
+        (SlateProcess { child, _dir: dir }, port)
+    }
+
+    /// SIGKILL: no drain, no release of anything it holds.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SlateProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
