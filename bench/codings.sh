@@ -451,6 +451,12 @@ server_pids() { # the processes that answer for SYSTEM (with their children)
     *) echo "${PID_OF[$1]}" ;;
     esac
 }
+# outcomes NAME: "misses others" that slate NAME counted so far (slate_requests_total)
+outcomes() {
+    curl -fsS --max-time 5 "http://$(admin_of "$1")/metrics" |
+        awk '/^slate_requests_total\{/ { if ($1 ~ /outcome="miss"/) m += $2; else o += $2 }
+             END { printf "%d %d\n", m, o }'
+}
 redis_gets() {
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" INFO commandstats |
         sed -n 's/^cmdstat_get:calls=\([0-9]*\),.*/\1/p' | head -n 1
@@ -466,10 +472,10 @@ wrk_totals() {
 
 # run_wrk KIND ROUND: KIND is gz:SYSTEM, id:SYSTEM (hits) or miss-MODE:AE (misses). One
 # line to $TMP/last: kind|round|req/s|p50|p99|errors|foreign %|server CPU µs/answer|
-# wire bytes/answer|Redis GETs/answer
+# wire bytes/answer|Redis GETs/answer (slate L1) or misses/answer (the miss runs of slate)
 run_wrk() {
     local kind="$1" round="$2" sys ae raw args=() url before after stats pids t0 t1 g0="" g1="" gets="-"
-    local n bytes cpu wire
+    local n bytes cpu wire m0 o0 m1 o1
     raw="$TMP/wrk-${kind//:/-}-$round.txt"
     case "$kind" in
     gz:* | id:*)
@@ -486,16 +492,22 @@ run_wrk() {
         ;;
     esac
     [[ "$ae" == gz ]] && args+=(-H 'Accept-Encoding: gzip')
-    [[ "$kind" == miss-* ]] && args+=("$url" -- "$MISS_SIZE" "r$round") || args+=("$url")
+    # (the tag makes every run's URLs new: no run finds what an earlier one stored)
+    [[ "$kind" == miss-* ]] && args+=("$url" -- "$MISS_SIZE" "${kind//:/-}-r$round") || args+=("$url")
     pids="$(server_pids "$sys")"
     log "round $round: $kind: wrk ${args[*]}"
     before="$(cpu_sample)"
     # shellcheck disable=SC2086 # a list of pids
     t0="$(python3 "$TOOLS" ticks $pids)"
     [[ "$sys" == slate-l1 ]] && g0="$(redis_gets)"
+    [[ "$sys" == miss-gzip || "$sys" == miss-off ]] && read -r m0 o0 <<<"$(outcomes "$sys")"
     timeout $((DURATION_S + MISS_DURATION_S + 60)) wrk --timeout 10s --latency "${args[@]}" >"$raw" 2>&1 ||
         die "wrk failed for $kind: $(cat "$raw")"
     [[ -n "$g0" ]] && g1="$(redis_gets)"
+    if [[ -n "${m0:-}" ]]; then
+        read -r m1 o1 <<<"$(outcomes "$sys")"
+        ((o1 == o0)) || die "$kind: slate answered $((o1 - o0)) requests of the run other than as misses (not new URLs?)"
+    fi
     # shellcheck disable=SC2086
     t1="$(python3 "$TOOLS" ticks $pids)"
     after="$(cpu_sample)"
@@ -504,6 +516,8 @@ run_wrk() {
     cpu="$(awk -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')"
     wire="$(awk -v b="$bytes" -v n="$n" 'BEGIN { printf "%.0f", (n > 0 ? b / n : 0) }')"
     [[ -n "$g1" ]] && gets="$(awk -v d="$((g1 - g0))" -v n="$n" 'BEGIN { printf "%.4f", (n > 0 ? d / n : 0) }')"
+    # (wrk does not count the request it leaves in flight at the end: slate may have)
+    [[ -n "${m1:-}" ]] && gets="$(awk -v d="$((m1 - m0))" -v n="$n" 'BEGIN { printf "%.3f", (n > 0 ? d / n : 0) }')"
     printf '%s|%s|%s|%s|%s|%s|%s\n' "$kind" "$round" "$stats" "$(foreign_pct "$before" "$after")" \
         "$cpu" "$wire" "$gets" >"$TMP/last"
     sleep 1
@@ -776,16 +790,18 @@ p("")
 p(f"`wrk -t1 -c1 -d{meta['MISS_DURATION']}`, every request a new URL `/report?id=7&size={meta['MISS_SIZE']}&n=...` "
   "(a wrk Lua script), origin 0 ms; slate `kind = \"memory\"` (`memory_limit = \"256MiB\"`), a rule that caches "
   "everything, so every request is a miss that slate stores: with `compress = \"gzip\"` it gzips the 2 MB before "
-  f"answering. {meta['ROUNDS']} interleaved rounds; medians.")
+  f"answering. {meta['ROUNDS']} interleaved rounds; medians. misses ÷ answers: slate's own count of misses during "
+  "the run (`slate_requests_total`) over wrk's answers (1 and a request wrk left in flight; any other outcome "
+  "stops the script).")
 p("")
-p("| path | client | req/s | p50 ms | p99 ms | slate CPU µs/miss | bytes/answer (wrk) | errors |")
-p("|---|---|---:|---:|---:|---:|---:|---:|")
+p("| path | client | req/s | p50 ms | p99 ms | slate CPU µs/miss | bytes/answer (wrk) | misses ÷ answers | errors |")
+p("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 mlabel = {"miss-direct": "origin directly", "miss-off": "slate, compress = \"off\"", "miss-gzip": "slate, compress = \"gzip\""}
 for k in ["miss-direct:id", "miss-off:id", "miss-gzip:id", "miss-off:gz", "miss-gzip:gz"]:
     sys_, ae = k.split(":")
     cpu = "(origin)" if sys_ == "miss-direct" else fmt(med(k, 7), ",.0f")
     p(f"| {mlabel[sys_]} | {'gzip' if ae == 'gz' else 'identity'} | {fmt(med(k, 2), ',.1f')} | {fmt(med(k, 3), '.2f')} | "
-      f"{fmt(med(k, 4), '.2f')} | {cpu} | {fmt(med(k, 8), ',.0f')} | {errors(k)} |")
+      f"{fmt(med(k, 4), '.2f')} | {cpu} | {fmt(med(k, 8), ',.0f')} | {fmt(med(k, 9), '.3f')} | {errors(k)} |")
 d_id = med("miss-gzip:id", 3) - med("miss-off:id", 3)
 d_gz = med("miss-gzip:gz", 3) - med("miss-off:gz", 3)
 d_off = med("miss-off:id", 3) - med("miss-direct:id", 3)
