@@ -1,6 +1,7 @@
 //! One slate instance: its store, purge log, fills in flight and counters, built once at
 //! start and shared by every request of both listeners.
 
+use crate::ahead::Ahead;
 use crate::clock::Clock;
 use crate::coalesce::Coalescer;
 use crate::config::{reload::Live, Config};
@@ -29,6 +30,8 @@ pub struct Shared {
     pub flights: Coalescer,
     /// Fills of distinct keys wait here for their turn against the upstream.
     pub queue: FillQueue,
+    /// Entries to refresh before they expire (rules with `refresh_ahead`).
+    pub ahead: Ahead,
     pub upstream: Upstream,
     pub clock: Clock,
     pub metrics: Metrics,
@@ -62,6 +65,7 @@ impl Instance {
             purges,
             flights: Coalescer::new(),
             queue,
+            ahead: Ahead::default(),
             clock,
             metrics: Metrics::default(),
             tasks: TaskTracker::new(),

@@ -30,6 +30,7 @@
 //! modules that the binary, the tests and the benchmarks use.
 
 mod admin;
+mod ahead;
 pub mod body;
 pub mod canon;
 pub mod clock;
@@ -77,6 +78,7 @@ impl Instance {
         let poller = tokio::spawn(self.shared.purges.clone().poll(stop_rx.clone()));
         let warmer = tokio::spawn(warm_loop(self.shared.clone(), stop_rx.clone()));
         let sampler = tokio::spawn(sample_loop(self.shared.clone()));
+        let ahead = tokio::spawn(ahead_loop(self.shared.clone()));
         let sh = self.shared.clone();
         let proxy = tokio::spawn({
             let cfg = cfg.server.clone();
@@ -124,6 +126,7 @@ impl Instance {
         let _ = poller.await;
         warmer.abort();
         sampler.abort();
+        ahead.abort();
     }
 }
 
@@ -133,6 +136,19 @@ async fn sample_loop(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         shared.metrics.sample(shared.clock.now_ms() / 1000);
+    }
+}
+
+/// Starts the refreshes that are due (see `ahead`), every second.
+async fn ahead_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    // Entries nobody asked for again are forgotten a day after they expired.
+    const FORGET_MS: u64 = 24 * 3600 * 1000;
+    loop {
+        tick.tick().await;
+        for (_, ask) in shared.ahead.due(shared.clock.now_ms(), FORGET_MS) {
+            proxy::refresh_ahead(&shared, ask).await;
+        }
     }
 }
 

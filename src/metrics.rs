@@ -208,6 +208,11 @@ pub struct Metrics {
     pub queue_timeouts: Counter,
     /// Answers 503 because the fill queue was full (no stale copy to give).
     pub queue_refused: Counter,
+    /// Refreshes started ahead of an entry's expiry (`refresh_ahead`).
+    pub refreshed_ahead: Counter,
+    /// Misses on entries that had been hit during their life: what refresh-ahead exists to
+    /// drive to 0.
+    pub misses_after_hits: Counter,
     /// Answers from the cache by the coding they were sent in.
     answers_by_coding: [Counter; Coding::ALL.len()],
     purges: [[Counter; PurgeOutcome::ALL.len()]; PurgeForm::ALL.len()],
@@ -235,6 +240,8 @@ impl Default for Metrics {
             queue_dropped: Default::default(),
             queue_timeouts: Default::default(),
             queue_refused: Default::default(),
+            refreshed_ahead: Default::default(),
+            misses_after_hits: Default::default(),
             stored_bytes: Default::default(),
             stored_identity_bytes: Default::default(),
             answers_by_coding: Default::default(),
@@ -433,6 +440,16 @@ impl Metrics {
                 "slate_fill_queue_refused_total",
                 "Answers 503 because the fill queue was full and no stale copy was usable.",
                 self.queue_refused.get(),
+            ),
+            (
+                "slate_refreshed_ahead_total",
+                "Refreshes started ahead of an entry's expiry (rules with refresh_ahead).",
+                self.refreshed_ahead.get(),
+            ),
+            (
+                "slate_misses_after_hits_total",
+                "Misses on entries of refresh_ahead rules that had been hit during their life.",
+                self.misses_after_hits.get(),
             ),
             (
                 "slate_stored_body_bytes_total",

@@ -279,3 +279,115 @@ async fn a_killed_instances_slots_lapse() {
     );
     other.stop().await;
 }
+
+const AHEAD: &str =
+    "[[rules]]\npath = \"/\"\nttl = \"10s\"\nrefresh_ahead = \"5s\"\nstale_while_revalidate = \"0s\"\n";
+
+/// An origin whose `Date` is slate's (advanced) clock, so a response is not as old as
+/// the clock was moved forward.
+async fn dated_origin(clock: &slate::clock::Clock, delay: Duration) -> Origin {
+    let clock = clock.clone();
+    Origin::start(move |_, n| {
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(clock.now_ms());
+        Reply::ok(format!("report #{n}"))
+            .header("date", &httpdate::fmt_http_date(now))
+            .delay(delay)
+    })
+    .await
+}
+
+/// Refresh-ahead: an entry hit during its life is refreshed before it expires, and the
+/// next client after its expiry gets a hit, not a miss.
+async fn refresh_ahead_keeps_a_popular_report_warm(store: StoreUnderTest) {
+    let clock = slate::clock::Clock::system();
+    let origin = dated_origin(&clock, Duration::ZERO).await;
+    let slate = Slate::builder(&origin.url())
+        .store(&store)
+        .clock(clock.clone())
+        .config(AHEAD)
+        .start()
+        .await;
+    let c = client();
+    let url = slate.url("/popular");
+    assert_eq!(get(&c, &url).await.text(), "report #1");
+    assert!(
+        get(&c, &url).await.cache().is_hit(),
+        "asked again during its life"
+    );
+    // 6 s later it has 4 s to live: within refresh_ahead, so it is refreshed.
+    clock.advance(Duration::from_secs(6));
+    eventually(
+        "the report is refreshed ahead and stored",
+        Duration::from_secs(5),
+        || async { (get(&c, &url).await.text() == "report #2").then_some(()) },
+    )
+    .await;
+    // Past the old entry's expiry: a hit on the new one.
+    clock.advance(Duration::from_secs(6));
+    let g = get(&c, &url).await;
+    assert!(g.cache().is_hit(), "{}", g.cache_status());
+    assert_eq!(g.text(), "report #2");
+    // Asked for once and never again: not refreshed (it may expire).
+    assert_eq!(get(&c, &slate.url("/once")).await.text(), "report #1");
+    clock.advance(Duration::from_secs(11));
+    let m = get(&c, &slate.admin_url("/metrics")).await.text();
+    // The loop's refresh, and perhaps one more: the new entry is within its window too.
+    assert!(!m.contains("slate_refreshed_ahead_total 0\n"), "{m}");
+    assert!(m.contains("slate_misses_after_hits_total 0\n"), "{m}");
+    assert_eq!(origin.hits("/once"), 1);
+    slate.stop().await;
+}
+
+on_both_stores!(refresh_ahead_keeps_a_popular_report_warm);
+
+/// Three instances that all hit an entry refresh it once between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_refresh_ahead_across_instances() {
+    let redis = RedisServer::start();
+    let origin =
+        Origin::start(|_, n| Reply::ok(format!("report #{n}")).delay(Duration::from_millis(300)))
+            .await;
+    let store = StoreUnderTest::Redis(redis.url());
+    let clock = slate::clock::Clock::system();
+    let mut slates = Vec::new();
+    for _ in 0..3 {
+        let s = Slate::builder(&origin.url())
+            .store(&store)
+            .clock(clock.clone())
+            .config(AHEAD)
+            .start()
+            .await;
+        slates.push(s);
+    }
+    let c = client();
+    get(&c, &slates[0].url("/shared")).await;
+    for s in &slates {
+        assert!(get(&c, &s.url("/shared")).await.cache().is_hit());
+    }
+    clock.advance(Duration::from_secs(6));
+    eventually(
+        "every instance looked at it",
+        Duration::from_secs(5),
+        || async {
+            let mut seen = 0;
+            for s in &slates {
+                let m = get(&c, &s.admin_url("/metrics")).await.text();
+                if !m.contains("slate_refreshed_ahead_total 0\n") {
+                    seen += 1;
+                }
+            }
+            (seen >= 1 && origin.hits("/shared") == 2).then_some(())
+        },
+    )
+    .await;
+    // Every instance's loop has had its turn (they tick every second).
+    let t = Instant::now();
+    eventually("two more ticks", Duration::from_secs(5), || async {
+        (t.elapsed() >= Duration::from_millis(2100)).then_some(())
+    })
+    .await;
+    assert_eq!(origin.hits("/shared"), 2, "one refresh between the three");
+    for s in slates {
+        s.stop().await;
+    }
+}

@@ -121,6 +121,7 @@ pub struct FileRule {
     #[serde(default)]
     pub round_params: std::collections::BTreeMap<String, S>,
     pub max_fills: Option<Spanned<i64>>,
+    pub refresh_ahead: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -185,6 +185,8 @@ pub struct Rule {
     pub round_params: Vec<RoundParam>,
     /// This rule's share of `upstream.max_fills` (`None`: no cap of its own).
     pub max_fills: Option<usize>,
+    /// Entries asked for during their life are refreshed this long before they expire.
+    pub refresh_ahead: Option<Duration>,
 }
 
 /// `rules.body_key`: how a request body becomes part of the key.

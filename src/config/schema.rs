@@ -74,6 +74,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "ignore_body_fields",
             "round_params",
             "max_fills",
+            "refresh_ahead",
         ],
     ),
 ];

@@ -700,6 +700,16 @@ fn rule(c: &mut Checker<'_>, r: &FileRule, global_ignore: &[Glob]) -> Option<Rul
             .max_fills
             .as_ref()
             .map(|n| c.count(&Some(n.clone()), "rules.max_fills", 1, 1)),
+        refresh_ahead: match &r.refresh_ahead {
+            None => None,
+            Some(s) => match c.bounded_duration(s, "rules.refresh_ahead") {
+                Some(d) if d.is_zero() => {
+                    c.bad(s, "rules.refresh_ahead", "must be more than 0");
+                    None
+                }
+                d => d,
+            },
+        },
     })
 }
 

@@ -73,6 +73,7 @@ async fn round(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) -> Roun
     let found = find(shared, lookup).await;
     let missed = match classify_at(&shared.purges.table(), found, &lookup.directives, now) {
         Found::Fresh(e) => {
+            note_hit(shared, cfg, lookup, &e, now);
             let s = CacheStatus::hit(e.ttl_ms(now)).saved(e.fetch_ms);
             return Round::Done(Ok((
                 entry_response(shared, &e, true, now, &lookup.headers),
@@ -94,6 +95,14 @@ async fn round(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) -> Roun
         },
         Found::Miss(fwd) => Missed { fwd, stale: None },
     };
+    if lookup
+        .rule
+        .as_ref()
+        .is_some_and(|r| r.refresh_ahead.is_some())
+        && shared.ahead.was_hit(&lookup.key.key, now)
+    {
+        shared.metrics.misses_after_hits.inc();
+    }
     if lookup.directives.only_if_cached {
         return Round::Done(Err(ProxyError::NotCached));
     }
@@ -225,6 +234,50 @@ impl Missed {
 /// timeout (5 s by default), at least 1 s and at most 30 s.
 fn retry_after(cfg: &Config) -> u64 {
     (cfg.upstream.queue_timeout.as_secs() / 6).clamp(1, 30)
+}
+
+/// A hit on an entry of a `refresh_ahead` rule: noted, to be refreshed that long before it
+/// expires; at once when it has that little to live already.
+fn note_hit(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup, e: &Arc<Entry>, now: u64) {
+    let Some(ahead) = lookup.rule.as_ref().and_then(|r| r.refresh_ahead) else {
+        return;
+    };
+    let ttl = e.ttl_ms(now).max(0) as u64;
+    let expires = now + ttl;
+    let due = expires.saturating_sub(ahead.as_millis() as u64);
+    shared
+        .ahead
+        .hit(&lookup.key.key, due, expires, || crate::ahead::Ask {
+            target: lookup.path_and_query.to_string(),
+            headers: lookup.headers.clone(),
+            body: lookup.body.clone(),
+        });
+    if due <= now {
+        shared.metrics.refreshed_ahead.inc();
+        refresh(shared, cfg, lookup, Some(e.clone()));
+    }
+}
+
+/// Refreshes an entry noted by [`note_hit`] when it is due, if it still has
+/// `refresh_ahead` or less to live (another instance may have refreshed it already).
+pub(crate) async fn refresh_ahead(shared: &Arc<Shared>, ask: crate::ahead::Ask) {
+    let cfg = shared.live.get();
+    let body = ask.body.as_ref().map(|(m, b)| (m, b));
+    let Ok(lookup) = Lookup::made(&cfg, &ask.target, ask.headers.clone(), body) else {
+        return;
+    };
+    let Some(ahead) = lookup.rule.as_ref().and_then(|r| r.refresh_ahead) else {
+        return;
+    };
+    let now = shared.clock.now_ms();
+    match look(shared, &lookup).await {
+        Found::Fresh(e) if e.ttl_ms(now) > ahead.as_millis() as i64 => {}
+        Found::Fresh(e) | Found::Revalidate(e, _) | Found::Expired(e, _) => {
+            shared.metrics.refreshed_ahead.inc();
+            refresh(shared, &cfg, &lookup, Some(e));
+        }
+        Found::Miss(_) => {}
+    }
 }
 
 /// Starts one background refresh of a stale entry, unless one already runs.

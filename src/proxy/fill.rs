@@ -46,6 +46,9 @@ pub(super) struct Fill {
     pub lookup: Lookup,
     /// A stored entry to revalidate: its validators go upstream, and a 304 renews it.
     validate: Option<Arc<Entry>>,
+    /// The stored entry this fill replaces (stale, soft-purged, or due for a refresh
+    /// ahead): finding it in the store is no reason not to fetch.
+    replaces: Option<Arc<Entry>>,
     leader: Option<oneshot::Sender<ForLeader>>,
     /// Its place in the fill queue: a client's, a refresh's, warming's.
     class: Class,
@@ -91,7 +94,8 @@ impl Fill {
             shared: shared.clone(),
             cfg: cfg.clone(),
             lookup: lookup.clone(),
-            validate: stale.filter(|e| e.has_validator()),
+            validate: stale.clone().filter(|e| e.has_validator()),
+            replaces: stale,
             class: if leader.is_some() {
                 Class::Client
             } else {
@@ -100,6 +104,13 @@ impl Fill {
             leader,
             interest: None,
         }
+    }
+
+    /// Whether `found` is an answer another fill stored, not the entry this one replaces.
+    pub fn newer(&self, found: &Entry) -> bool {
+        self.replaces
+            .as_ref()
+            .is_none_or(|old| old.stored_at_ms != found.stored_at_ms || old.url != found.url)
     }
 
     /// The same fill in another class of the fill queue (warming).

@@ -25,7 +25,7 @@ mod pass;
 mod remote;
 mod request;
 
-pub(crate) use cached::warm;
+pub(crate) use cached::{refresh_ahead, warm};
 pub(crate) use request::{key_of, MAX_KEYED_BODY};
 
 use crate::body::ProxyBody;

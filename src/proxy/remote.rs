@@ -126,8 +126,10 @@ impl Fill {
         }
         // The previous owner may have stored it just before we got the lock.
         if let Found::Fresh(e) = look(&self.shared, &self.lookup).await {
-            lock.release().await;
-            return (shared_by_another(e), None);
+            if self.newer(&e) {
+                lock.release().await;
+                return (shared_by_another(e), None);
+            }
         }
         let result = lock.hold_while(self.fetch()).await;
         let report = match &*result.0 {
@@ -161,7 +163,9 @@ impl Fill {
                 _ = tokio::time::sleep(REMOTE_POLL) => None,
             };
             if let Found::Fresh(e) = look(&self.shared, &self.lookup).await {
-                return Waited::Answer((shared_by_another(e), None));
+                if self.newer(&e) {
+                    return Waited::Answer((shared_by_another(e), None));
+                }
             }
             match said {
                 Some(FillReport::Pass) => return Waited::Answer((Arc::new(Outcome::Pass), None)),
