@@ -36,7 +36,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Request headers that can change what the origin answers without being part of the
 /// cache key: stripped from every request whose answer may be stored (cache poisoning).
-pub const UNKEYED_REQUEST_HEADERS: [&str; 7] = [
+pub const UNKEYED_REQUEST_HEADERS: [&str; 8] = [
+    // slate's own: for slate, never for the origin.
+    "slate-debug",
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-forwarded-server",

@@ -416,3 +416,57 @@ fn body_keys_are_checked() {
     }
     assert!(slate::config::Config::parse("t.toml", RULES).is_ok());
 }
+
+/// `Slate-Debug: key` from a source allowed to purge shows the key and what it is made of,
+/// for body-keyed lookups too; from anywhere else it is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_can_be_seen_by_those_allowed() {
+    let (origin, slate, c) = start(&StoreUnderTest::Memory).await;
+    let url = slate.url("/api/query?v=2");
+    let body = r#"{"report":"sales","requestId":"z"}"#;
+    let h = [("content-type", "application/json"), ("slate-debug", "key")];
+    let g = send(&c, "POST", &url, &h, body).await;
+    let key = g.header("slate-key");
+    assert!(key.starts_with("slate:v1:e:"), "{key:?}");
+    let inputs = g.header("slate-key-inputs");
+    assert!(
+        inputs.starts_with("method=POST; path=/api/query; query=v=2; body=blake3:"),
+        "{inputs}"
+    );
+    let e = send(
+        &c,
+        "POST",
+        &slate.admin_url("/entry?url=/api/query%3Fv%3D2"),
+        &JSON,
+        body,
+    )
+    .await;
+    let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(j["key"], key.as_str(), "the key /entry shows");
+    assert!(
+        origin
+            .last_headers
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|h| !h.contains_key("slate-debug")),
+        "not sent upstream"
+    );
+    slate.stop().await;
+    let elsewhere = Slate::builder(&origin.url())
+        .config(&format!("{RULES}[purge]\nallow = [\"192.0.2.0/24\"]\n"))
+        .start()
+        .await;
+    let g = send(
+        &c,
+        "GET",
+        &elsewhere.url("/dash?x=1"),
+        &[("slate-debug", "key")],
+        "",
+    )
+    .await;
+    assert_eq!(g.status, 200);
+    assert_eq!(g.header("slate-key"), "", "nothing revealed");
+    assert_eq!(g.header("slate-key-inputs"), "");
+    elsewhere.stop().await;
+}

@@ -112,6 +112,32 @@ pub async fn handle(
     resp
 }
 
+/// A request the cache may answer: its lookup, then the cached path; with its key shown
+/// when it asked for it (`Slate-Debug: key`) and may see it.
+async fn cacheable(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Config>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    routed: Routed<'_>,
+) -> Answer {
+    let lookup = match request::lookup(shared, cfg, req, peer, routed).await? {
+        request::Cacheable::Lookup(l) => l,
+        request::Cacheable::Passed(answer) => return Ok(answer),
+    };
+    let shown = lookup.shown_key.clone();
+    let mut answer = cached::serve(shared, cfg, *lookup).await;
+    if let (Some((key, inputs)), Ok((resp, _))) = (shown, &mut answer) {
+        let h = resp.headers_mut();
+        for (name, value) in [("slate-key", key), ("slate-key-inputs", inputs)] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+    }
+    answer
+}
+
 /// What is refused before the URL is even read.
 fn admit(cfg: &Config, req: &Request<Incoming>) -> Result<(), ProxyError> {
     let pq_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
@@ -139,13 +165,7 @@ async fn dispatch(
     routed: Routed<'_>,
 ) -> Answer {
     match *req.method() {
-        Method::GET | Method::HEAD => {
-            let lookup = match request::lookup(shared, cfg, req, peer, routed).await? {
-                request::Cacheable::Lookup(l) => l,
-                request::Cacheable::Passed(answer) => return Ok(answer),
-            };
-            cached::serve(shared, cfg, *lookup).await
-        }
+        Method::GET | Method::HEAD => cacheable(shared, cfg, req, peer, routed).await,
         Method::CONNECT => Err(ProxyError::MethodNotAllowed(
             "CONNECT is not supported by a reverse proxy".into(),
         )),
@@ -161,11 +181,7 @@ async fn dispatch(
         }
         // A rule's `methods`: lookups keyed on their body.
         ref m if routed.rule.is_some_and(|r| r.keys_body(m)) => {
-            let lookup = match request::lookup(shared, cfg, req, peer, routed).await? {
-                request::Cacheable::Lookup(l) => l,
-                request::Cacheable::Passed(answer) => return Ok(answer),
-            };
-            cached::serve(shared, cfg, *lookup).await
+            cacheable(shared, cfg, req, peer, routed).await
         }
         // Anything else may change the resource, like methods whose safety is unknown
         // (RFC 9111 §4.4): pass through, and invalidate on success.

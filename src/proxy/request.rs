@@ -33,6 +33,17 @@ pub(super) struct Lookup {
     pub peer: SocketAddr,
     /// A lookup keyed on its body (POST, QUERY): the method and the body sent upstream.
     pub body: Option<(Method, Bytes)>,
+    /// `Slate-Debug: key` from a source allowed to see it: the store key and what it was
+    /// made of, for the answer's `Slate-Key` and `Slate-Key-Inputs`.
+    pub shown_key: Option<(String, String)>,
+}
+
+/// Whether a request asks to see its key (`Slate-Debug: key`, among other tokens).
+fn asks_for_key(headers: &HeaderMap) -> bool {
+    headers.get_all("slate-debug").iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("key")))
+    })
 }
 
 /// The largest body a lookup is keyed on; a larger one passes through.
@@ -86,6 +97,8 @@ pub(super) async fn lookup(
             .await
             .map(Cacheable::Passed);
     }
+    let show_key =
+        asks_for_key(req.headers()) && crate::purge_api::authorized(cfg, req.headers(), peer);
     let (parts, body) = req.into_parts();
     let body = match (keyed_body, rule.and_then(|r| r.body_key)) {
         (true, Some(kind)) => {
@@ -107,7 +120,7 @@ pub(super) async fn lookup(
     if !cfg.cache.honor_client_no_cache {
         directives.ignore_requests_for_fresher();
     }
-    Ok(Cacheable::Lookup(Box::new(Lookup::new(
+    let lookup = Lookup::new(
         cfg,
         url,
         rule,
@@ -116,7 +129,9 @@ pub(super) async fn lookup(
         directives,
         peer,
         body.map(|(b, canonical)| (parts.method, b, canonical)),
-    ))))
+        show_key,
+    );
+    Ok(Cacheable::Lookup(Box::new(lookup)))
 }
 
 /// Whether a `Content-Type` says JSON (`application/json`, `*/*+json`).
@@ -180,6 +195,28 @@ async fn keyed(
     }
 }
 
+/// What a key is made of, for `Slate-Key-Inputs`: method, normalized path and query, the
+/// rule's key headers with this request's values, and the body's digest.
+fn key_inputs(
+    url: &NormalUrl,
+    key_headers: &[http::HeaderName],
+    headers: &HeaderMap,
+    body: Option<&(Method, Bytes, Vec<u8>)>,
+) -> String {
+    let (path, query) = url.url.split_once('?').unwrap_or((&url.url, ""));
+    let method = body.map_or("GET", |(m, _, _)| m.as_str());
+    let mut s = format!("method={method}; path={path}; query={query}");
+    for h in key_headers {
+        let v = key::vary_value(headers, h.as_str());
+        s.push_str(&format!("; {h}={v:?}"));
+    }
+    if let Some((_, _, canonical)) = body {
+        let d = blake3::hash(canonical);
+        s.push_str(&format!("; body=blake3:{}", &d.to_hex()[..32]));
+    }
+    s
+}
+
 /// A raw body's part of the key: the bytes as sent, and the type they say they are.
 fn raw_key(ct: Option<&HeaderValue>, bytes: &[u8]) -> Vec<u8> {
     [ct.map_or(&b""[..], |v| v.as_bytes()), b"\0", bytes].concat()
@@ -204,8 +241,10 @@ impl Lookup {
         directives: RequestDirectives,
         peer: SocketAddr,
         body: Option<(Method, Bytes, Vec<u8>)>,
+        show_key: bool,
     ) -> Lookup {
         let key_headers = rule.map_or(&[][..], |r| &r.key_headers[..]);
+        let inputs = show_key.then(|| key_inputs(&url, key_headers, &headers, body.as_ref()));
         let input = body
             .as_ref()
             .map(|(method, _, canonical)| key::BodyInput { method, canonical });
@@ -215,13 +254,14 @@ impl Lookup {
         let round = rule.map_or(&[][..], |r| &r.round_params[..]);
         let path_and_query = key::rounded_target(&target, round).unwrap_or(target);
         Lookup {
-            key,
             rule: rule.cloned(),
             path_and_query,
             headers,
             directives,
             peer,
+            shown_key: inputs.map(|i| (key.key.clone(), i)),
             body: body.map(|(m, b, _)| (m, b)),
+            key,
         }
     }
 
@@ -291,6 +331,7 @@ impl Lookup {
             RequestDirectives::default(),
             peer,
             body,
+            false,
         ))
     }
 
