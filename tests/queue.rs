@@ -391,3 +391,41 @@ async fn one_refresh_ahead_across_instances() {
         s.stop().await;
     }
 }
+
+/// The same on a Redis Cluster: two instances, two slots, twelve reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_shares_its_slots_too() {
+    let cluster = RedisCluster::start();
+    let store = cluster.store();
+    let origin = Origin::start(|p, _| {
+        Reply::ok(format!("report {}", p.uri)).delay(Duration::from_millis(300))
+    })
+    .await;
+    let mut slates = Vec::new();
+    for _ in 0..2 {
+        let s = Slate::builder(&origin.url())
+            .store(&store)
+            .upstream_keys("max_fills = 2")
+            .config(RULE)
+            .start()
+            .await;
+        slates.push(s);
+    }
+    let c = client();
+    let urls: Vec<String> = (0..24)
+        .map(|i| slates[i % 2].url(&format!("/report/{}", i / 2)))
+        .collect();
+    for (i, g) in get_all(&c, urls).await.iter().enumerate() {
+        assert_eq!(g.status, 200, "viewer {i}: {}", g.text());
+        assert_eq!(g.text(), format!("report /report/{}", i / 2));
+    }
+    assert_eq!(origin.total(), 12);
+    assert!(
+        origin.peak_concurrency() <= 2,
+        "{}",
+        origin.peak_concurrency()
+    );
+    for s in slates {
+        s.stop().await;
+    }
+}
