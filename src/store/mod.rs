@@ -16,6 +16,7 @@
 //! key in flight together share one `GET`.
 
 pub mod events;
+pub mod evict;
 pub mod flights;
 pub mod hot;
 pub mod memory;
