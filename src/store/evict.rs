@@ -32,7 +32,7 @@
 //! pushes out. Values pushed out are dropped after the lock is released.
 //!
 //! Bounds: the sizes the caller gives sum to at most the limit after every call (the
-//! bookkeeping, about 250 bytes per entry with the sketch, comes on top). Entries are dropped once their
+//! bookkeeping, about 200 bytes per entry, comes on top). Entries are dropped once their
 //! `keep` has passed (a lookup never returns them), measured on a monotonic clock.
 
 use crate::entry::Entry;
@@ -62,12 +62,6 @@ struct Sketch {
     /// Halvings so far: the age of the counts that resident entries keep themselves.
     halvings: u32,
 }
-
-/// Sketch words per entry held: 32 counters a row, so that the ten lookups per entry of a
-/// period rarely share all four of a key's counters. With TinyLFU's 4 a row, a third of the
-/// one-hit keys of a period looked like two-hit ones, and one of them at the front of the
-/// queue turned away every newcomer of its cost (issue 15's reproduction kept 57 of 80).
-const WORDS_PER_ENTRY: usize = 8;
 
 /// The largest sketch: 32 MiB, for 4 million entries.
 const MAX_WORDS: usize = 1 << 22;
@@ -278,27 +272,26 @@ impl<V> Inner<V> {
         self.index.insert(slot.key.clone(), i);
         self.bytes += slot.size;
         self.slots[i] = Some(slot);
-        if self.index.len() * WORDS_PER_ENTRY > self.sketch.words.len()
-            && self.sketch.words.len() < MAX_WORDS
-        {
+        if self.index.len() > self.sketch.words.len() && self.sketch.words.len() < MAX_WORDS {
             self.grow_sketch();
         }
     }
 
-    /// [`WORDS_PER_ENTRY`] for each entry held: with fewer, one-hit keys collide with others
-    /// and look popular. A sketch keeps no keys, so the larger one starts from what the
-    /// entries held had when last asked for (the counts of keys not held are lost); this
-    /// happens a few times while the cache fills, at most.
+    /// A word (four counters a row) for each entry held, as TinyLFU sizes it: with fewer,
+    /// one-hit keys collide with others and look popular. A sketch keeps no keys, so the
+    /// larger one starts from what the entries held had when last asked for (the counts of
+    /// keys not held are lost); this happens a few times while the cache fills, at most.
     fn grow_sketch(&mut self) {
-        let mut sketch = Sketch::new(self.index.len() * WORDS_PER_ENTRY * 2);
+        let mut sketch = Sketch::new(self.index.len() * 2);
+        let halvings = self.sketch.halvings;
         for s in self.slots.iter().flatten() {
-            for _ in 0..s.hits.min(15) {
+            for _ in 0..s.hits_now(halvings).min(15) {
                 sketch.add(s.hash, u64::MAX);
             }
         }
         sketch.counted = 0;
         // The same age, so that the entries' own counts keep theirs.
-        sketch.halvings = self.sketch.halvings;
+        sketch.halvings = halvings;
         self.sketch = sketch;
     }
 
@@ -326,7 +319,7 @@ impl<V> Inner<V> {
     /// The entries to evict, lowest priority first, so that `size` more bytes fit; `None`
     /// when `guard` (the newcomer's `f × cost`) is worth less than theirs: they stay where
     /// they are. (Filing the entry that tipped the scale again, as a second chance so that
-    /// the next newcomer meets the ones behind it, cost 2 to 4 points of hit ratio in
+    /// the next newcomer meets the ones behind it, cost 1.6 to 1.8 points of hit ratio in
     /// `examples/eviction_sim.rs`.)
     fn victims(&mut self, limit: u64, size: u64, guard: Option<f64>) -> Option<Vec<usize>> {
         let mut victims = Vec::new();
@@ -367,9 +360,8 @@ impl<V> Inner<V> {
 impl<V: Clone> CostCache<V> {
     /// A cache holding entries of at most `limit` bytes in all.
     pub fn new(limit: u64) -> Self {
-        // Sized for entries of 64 KiB on average to begin with; it grows with what is held.
-        let words = (limit / (64 << 10)).saturating_mul(WORDS_PER_ENTRY as u64);
-        let words = words.min(MAX_WORDS as u64) as usize;
+        // Sized for entries of 16 KiB on average to begin with; it grows with what is held.
+        let words = (limit / (16 << 10)).min(MAX_WORDS as u64) as usize;
         CostCache {
             limit,
             origin: Instant::now(),
