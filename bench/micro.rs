@@ -1,15 +1,19 @@
 //! Micro-benchmarks of the hit path's own work: key normalization and hashing, entry
-//! encode/decode, canonical request bodies and rounded times. `cargo bench --bench micro`.
+//! encode/decode, canonical request bodies and rounded times, and the in-process stores'
+//! lookups (moka before issue 15, `CostCache` now). `cargo bench --bench micro`
+//! (`cargo bench --bench micro -- store` for the stores alone).
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use slate::canon::{self, FieldPath};
 use slate::config::Glob;
 use slate::entry::Entry;
+use slate::evict::CostCache;
 use slate::key;
 use std::hint::black_box;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn keys(c: &mut Criterion) {
     let ignore: Vec<Glob> = ["utm_*", "_"]
@@ -40,12 +44,13 @@ fn keys(c: &mut Criterion) {
     });
 }
 
-fn entries(c: &mut Criterion) {
+/// A 20 KB report as the stores hold it.
+fn report_entry() -> Entry {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     headers.insert("cache-control", HeaderValue::from_static("max-age=3600"));
     headers.insert("etag", HeaderValue::from_static("\"abc123\""));
-    let e = Entry {
+    Entry {
         status: StatusCode::OK,
         flags: 0,
         stored_at_ms: 1_700_000_000_000,
@@ -63,7 +68,11 @@ fn entries(c: &mut Criterion) {
         coding: slate::coding::Coding::Identity,
         origin_coding: slate::coding::Coding::Identity,
         identity_len: 20 * 1024,
-    };
+    }
+}
+
+fn entries(c: &mut Criterion) {
+    let e = report_entry();
     let encoded = e.encode();
     c.bench_function("entry encode, 20 KB", |b| b.iter(|| black_box(&e).encode()));
     c.bench_function("entry decode, 20 KB", |b| {
@@ -141,5 +150,158 @@ fn bodies(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, keys, entries, bodies);
+/// The in-process stores' hit path, before (moka, as `MemoryStore` built it up to issue 15)
+/// and after (`slate::evict::CostCache`): 4,000 reports of 20 KB held, looked up in a
+/// scattered order, 1,000 lookups an iteration, on one thread and on two at once.
+fn stores(c: &mut Criterion) {
+    const HELD: usize = 4000;
+    const BATCH: usize = 1000;
+    let entry = Arc::new(report_entry());
+    let keys: Vec<String> = (0..HELD)
+        .map(|i| {
+            format!(
+                "slate:v1:{:032x}",
+                (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            )
+        })
+        .collect();
+    // Every key once per 4,000 lookups, in an order that is not the insertion order.
+    let order: Vec<usize> = (0..HELD).map(|i| i * 1543 % HELD).collect();
+    let hour = Duration::from_secs(3600);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+
+    let moka: moka::future::Cache<String, Arc<Entry>> = moka::future::Cache::builder()
+        .max_capacity(256 << 20)
+        .weigher(|k: &String, e: &Arc<Entry>| (k.len() as u64 + e.weight()) as u32)
+        .expire_after(KeepFor(hour))
+        .build();
+    let cost = Arc::new(CostCache::new(256 << 20));
+    rt.block_on(async {
+        for k in &keys {
+            moka.insert(k.clone(), entry.clone()).await;
+            cost.insert_entry(k, entry.clone(), hour);
+        }
+        moka.run_pending_tasks().await;
+    });
+    assert_eq!(cost.len(), HELD);
+
+    let mut g = c.benchmark_group("store hit, 20 KB, 4,000 held");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let mut at = 0;
+    g.bench_function("moka future::Cache::get (before)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for _ in 0..BATCH {
+                    at = (at + 1) % HELD;
+                    black_box(moka.get(&keys[order[at]]).await);
+                }
+            })
+        })
+    });
+    g.bench_function("CostCache::get (now)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for _ in 0..BATCH {
+                    at = (at + 1) % HELD;
+                    black_box(cost.get(&keys[order[at]]));
+                }
+            })
+        })
+    });
+    // Two threads at once on one cache: time per lookup per thread. Each thread looks up
+    // `lookups` keys from its own place in the order.
+    let keys = Arc::new(keys);
+    let (m, k) = (moka.clone(), keys.clone());
+    let moka_two: Work = Arc::new(move |t, lookups| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..lookups {
+                black_box(m.get(&k[(i * 1543 + t * 7) % HELD]).await);
+            }
+        })
+    });
+    g.bench_function("moka future::Cache::get, 2 threads (before)", |b| {
+        b.iter_custom(|iters| two_threads(&moka_two, iters as usize * BATCH))
+    });
+    let (cc, k) = (cost.clone(), keys.clone());
+    let cost_two: Work = Arc::new(move |t, lookups| {
+        for i in 0..lookups {
+            black_box(cc.get(&k[(i * 1543 + t * 7) % HELD]));
+        }
+    });
+    g.bench_function("CostCache::get, 2 threads (now)", |b| {
+        b.iter_custom(|iters| two_threads(&cost_two, iters as usize * BATCH))
+    });
+    g.finish();
+
+    // A miss as the proxy makes one, into a full cache: lookup, insert, evict.
+    let mut g = c.benchmark_group("store miss + insert into a full cache, 20 KB");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let full = 4000 * (entry.weight() + 41);
+    let moka: moka::future::Cache<String, Arc<Entry>> = moka::future::Cache::builder()
+        .max_capacity(full)
+        .weigher(|k: &String, e: &Arc<Entry>| (k.len() as u64 + e.weight()) as u32)
+        .expire_after(KeepFor(hour))
+        .build();
+    let cost = CostCache::new(full);
+    let mut n = 0u64;
+    g.bench_function("moka future::Cache (before)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for _ in 0..BATCH {
+                    n += 1;
+                    let k = format!("slate:v1:{n:032x}");
+                    if moka.get(&k).await.is_none() {
+                        moka.insert(k, entry.clone()).await;
+                    }
+                }
+            })
+        })
+    });
+    g.bench_function("CostCache (now)", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                n += 1;
+                let k = format!("slate:v1:{n:032x}");
+                if cost.get(&k).is_none() {
+                    cost.insert_entry(&k, entry.clone(), hour);
+                }
+            }
+        })
+    });
+    g.finish();
+}
+
+/// One thread's lookups: `(thread, how many)`.
+type Work = Arc<dyn Fn(usize, usize) + Send + Sync>;
+
+/// How long two threads take to do `lookups` each, at once.
+fn two_threads(work: &Work, lookups: usize) -> Duration {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let work = work.clone();
+            std::thread::spawn(move || work(t, lookups))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    start.elapsed()
+}
+
+/// The per-entry expiry `MemoryStore` gave moka.
+struct KeepFor(Duration);
+
+impl moka::Expiry<String, Arc<Entry>> for KeepFor {
+    fn expire_after_create(&self, _: &String, _: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(self.0)
+    }
+}
+
+criterion_group!(benches, keys, entries, bodies, stores);
 criterion_main!(benches);

@@ -310,6 +310,18 @@ impl Entry {
             identity_len: body.len() as u64,
         }
     }
+
+    /// A report of `len` body bytes, stored now, fresh for an hour, that took `fetch_ms` to
+    /// fill (for tests of what the stores keep).
+    pub(crate) fn report(len: usize, fetch_ms: u64) -> Entry {
+        let mut e = Entry::with_body("r");
+        e.body = Bytes::from(vec![b'x'; len]);
+        e.identity_len = len as u64;
+        e.stored_at_ms = crate::clock::Clock::system().now_ms();
+        e.fresh_ms = 3_600_000;
+        e.fetch_ms = fetch_ms;
+        e
+    }
 }
 
 #[cfg(test)]

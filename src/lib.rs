@@ -11,7 +11,8 @@
 //! - `purge`: purge records applied at lookup time (exact, prefix, tag; hard or soft).
 //! - `coalesce`: single-flight on one instance: one fill per key, as typed permits.
 //! - `store`: where entries live, by concern: `Storage` (memory, Redis, the in-process
-//!   tier), `PurgeLog`, and `Coordination` between instances sharing a store.
+//!   tier; memory and the tier keep what is costly to miss: `evict`), `PurgeLog`, and
+//!   `Coordination` between instances sharing a store.
 //! - `entry`: the stored entry and its versioned binary format.
 //! - `error`: errors slate answers itself, mapped to HTTP in one place.
 //! - `key`: URL normalization, blake3 cache keys, and every other name in a store.
@@ -55,6 +56,9 @@ mod store;
 mod upstream;
 
 pub use instance::{Instance, Shared, StartError};
+/// The eviction policy of the in-process stores, public for `examples/eviction_sim.rs` and
+/// the micro-benchmarks.
+pub use store::evict;
 
 use crate::clock::Clock;
 use crate::config::Config;

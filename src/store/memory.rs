@@ -1,42 +1,20 @@
-//! The embedded store: a byte-weighted moka cache, for one instance with no Redis.
+//! The embedded store, for one instance with no Redis: a byte-bounded map of decoded
+//! entries (`Arc<Entry>`), so a hit costs no decoding.
 //!
-//! Entries are kept decoded (`Arc<Entry>`), so a hit costs no decoding. moka's TinyLFU
-//! admission and LRU eviction keep the total weight under `memory_limit`.
+//! What stays when space runs out weighs what a miss would cost (fill time, hits, size):
+//! see [`super::evict`]. `store.memory_limit` bounds the bytes of the entries held, keys
+//! included, after every write.
 
+use super::evict::CostCache;
 use super::hot::HotCopies;
 use super::{PurgeLog, PurgeRecord, PurgeRequest, Storage, StoreResult};
 use crate::entry::Entry;
 use futures_util::future::{BoxFuture, FutureExt};
-use moka::future::Cache;
-use moka::Expiry;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-#[derive(Clone)]
-struct Value {
-    entry: Arc<Entry>,
-    keep: Duration,
-}
-
-struct KeepFor;
-
-impl Expiry<String, Value> for KeepFor {
-    fn expire_after_create(&self, _: &String, v: &Value, _: Instant) -> Option<Duration> {
-        Some(v.keep)
-    }
-    fn expire_after_update(
-        &self,
-        _: &String,
-        v: &Value,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(v.keep)
-    }
-}
+use std::time::Duration;
 
 pub struct MemoryStore {
-    cache: Cache<String, Value>,
+    cache: CostCache<Arc<Entry>>,
     /// Per-thread copies of the hottest entries, 1/32 of the bound per thread.
     hot: HotCopies,
     log: Mutex<(u64, Vec<PurgeRecord>)>,
@@ -45,15 +23,8 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// A store holding at most `limit` bytes of entries (keys and metadata included).
     pub fn new(limit: u64) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(limit)
-            .weigher(|k: &String, v: &Value| {
-                (k.len() as u64 + v.entry.weight()).min(u32::MAX as u64) as u32
-            })
-            .expire_after(KeepFor)
-            .build();
         MemoryStore {
-            cache,
+            cache: CostCache::new(limit),
             hot: HotCopies::new(limit / 32),
             log: Mutex::new((0, Vec::new())),
         }
@@ -68,7 +39,7 @@ impl Storage for MemoryStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<Arc<Entry>>>> {
         async move {
             let stamp = self.hot.stamp(key);
-            let found = self.cache.get(key).await.map(|v| v.entry);
+            let found = self.cache.get(key);
             if let Some(e) = &found {
                 self.hot.keep(key, e, stamp);
             }
@@ -88,9 +59,7 @@ impl Storage for MemoryStore {
         keep: Duration,
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
-            self.cache
-                .insert(key.to_string(), Value { entry, keep })
-                .await;
+            self.cache.insert_entry(key, entry, keep);
             self.hot.bump(key);
             Ok(())
         }
@@ -99,7 +68,7 @@ impl Storage for MemoryStore {
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         async move {
-            self.cache.invalidate(key).await;
+            self.cache.remove(key);
             self.hot.bump(key);
             Ok(())
         }
@@ -138,5 +107,89 @@ impl PurgeLog for MemoryStore {
     fn purge_seq(&self) -> BoxFuture<'_, StoreResult<u64>> {
         let cur = self.log.lock().unwrap_or_else(|e| e.into_inner()).0;
         async move { Ok(cur) }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn report(len: usize, fetch_ms: u64) -> Arc<Entry> {
+        Arc::new(Entry::report(len, fetch_ms))
+    }
+
+    /// A request as the proxy makes it: a lookup, then on a miss the fill's write.
+    async fn ask(s: &MemoryStore, key: &str, e: &Arc<Entry>) -> bool {
+        if matches!(s.get(key).await, Ok(Some(_))) {
+            return true;
+        }
+        s.put(key, e.clone(), HOUR).await.expect("memory writes");
+        false
+    }
+
+    #[tokio::test]
+    async fn the_last_arrivals_into_a_full_store_are_kept() {
+        // Issue 15: into a full 8 MiB store, 2,000 new 20 KB reports; moka kept none of the
+        // last 80 (its admission kept the old one-hit entries).
+        let s = MemoryStore::new(8 << 20);
+        let e = report(20_000, 5);
+        for i in 0..1000 {
+            ask(&s, &format!("old/{i}"), &e).await;
+        }
+        for i in 0..2000 {
+            ask(&s, &format!("new/{i}"), &e).await;
+        }
+        let kept = (1920..2000)
+            .filter(|i| s.cache.contains(&format!("new/{i}")))
+            .count();
+        assert_eq!(kept, 80);
+        assert!(s.cache.bytes() <= 8 << 20);
+    }
+
+    #[tokio::test]
+    async fn keeps_a_1s_report_through_a_flood_of_0ms_ones() {
+        let s = MemoryStore::new(1 << 20);
+        ask(&s, "expensive", &report(10_000, 1000)).await;
+        let cheap = report(10_000, 0);
+        for i in 0..10_000 {
+            ask(&s, &format!("cheap/{i}"), &cheap).await;
+        }
+        assert!(s.cache.contains("expensive"));
+        assert!(matches!(s.get("expensive").await, Ok(Some(e)) if e.fetch_ms == 1000));
+    }
+
+    #[tokio::test]
+    async fn memory_limit_bounds_the_bytes_held() {
+        let limit = 1 << 20;
+        let s = MemoryStore::new(limit);
+        let mut held = std::collections::HashMap::new();
+        for i in 0..3000u64 {
+            let key = format!("r/{}", i % 700);
+            let e = report((i as usize * 7919) % 200_000, i % 30_000);
+            held.insert(key.clone(), key.len() as u64 + e.weight());
+            s.put(&key, e, HOUR).await.expect("memory writes");
+            assert!(s.cache.bytes() <= limit, "{} > {limit}", s.cache.bytes());
+        }
+        let counted: u64 = held
+            .iter()
+            .filter(|(k, _)| s.cache.contains(k))
+            .map(|(_, w)| w)
+            .sum();
+        assert_eq!(s.cache.bytes(), counted, "every byte held is counted");
+    }
+
+    #[tokio::test]
+    async fn entries_are_dropped_after_keep() {
+        let s = MemoryStore::new(1 << 20);
+        s.put("a", report(100, 10), Duration::from_secs(60))
+            .await
+            .expect("memory writes");
+        s.cache.advance(Duration::from_secs(59));
+        assert!(matches!(s.get("a").await, Ok(Some(_))));
+        s.cache.advance(Duration::from_secs(2));
+        assert!(matches!(s.get("a").await, Ok(None)));
+        assert_eq!(s.cache.bytes(), 0);
     }
 }

@@ -4,7 +4,8 @@
 //! lock:
 //! - [`Storage`]: entries (get, put, delete) and what the store counts of itself. The
 //!   embedded [`memory`] store, [`redis`] (single server or cluster), and the in-process
-//!   [`tiered`] L1 in front of Redis.
+//!   [`tiered`] L1 in front of Redis. The two in-process ones keep, when space runs out,
+//!   what a miss would cost most ([`evict`]); Redis evicts by its own `maxmemory-policy`.
 //! - [`PurgeLog`]: the numbered purge records ([`purge_log`]) every instance applies to
 //!   entries at lookup time (see `crate::purge`).
 //! - [`Coordination`]: what instances sharing a store tell each other and hold against each
@@ -16,6 +17,7 @@
 //! key in flight together share one `GET`.
 
 pub mod events;
+pub mod evict;
 pub mod flights;
 pub mod hot;
 pub mod memory;
@@ -104,7 +106,7 @@ pub struct L1Stats {
     pub flushes: u64,
     /// Entries pushed out to stay within `store.l1` bytes.
     pub evictions: u64,
-    /// Bytes held now (approximate: pending maintenance not run).
+    /// Bytes held now (entries with their keys; at most `store.l1`).
     pub bytes: u64,
     /// The invalidation subscription is up and the tier is in use.
     pub trusted: bool,

@@ -7,40 +7,26 @@
 //! emptied, bypassed, and refilled once the subscription is back. Purges need no special
 //! care here: they are applied above the store, to L1 and Redis entries alike.
 
+use super::evict::CostCache;
 use super::hot::HotCopies;
 use super::{Coordination, Event, L1Stats, Storage, StoreResult, StoreStats};
 use crate::clock::Clock;
 use crate::entry::Entry;
 use crate::metrics::Counter;
 use futures_util::future::{BoxFuture, FutureExt};
-use moka::future::Cache;
-use moka::Expiry;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::broadcast;
 
+/// How long the tier keeps an entry: as long as it can be served at all (fresh, or stale
+/// within its windows), by the clock the entry's age is measured with.
 struct UntilGone(Clock);
 
 impl UntilGone {
     fn left(&self, e: &Entry) -> Duration {
         let keep = e.fresh_ms.saturating_add(e.swr_ms.max(e.sie_ms));
         Duration::from_millis(keep.saturating_sub(e.age_ms(self.0.now_ms())).max(1))
-    }
-}
-
-impl Expiry<String, Arc<Entry>> for UntilGone {
-    fn expire_after_create(&self, _: &String, e: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(self.left(e))
-    }
-    fn expire_after_update(
-        &self,
-        _: &String,
-        e: &Arc<Entry>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(self.left(e))
     }
 }
 
@@ -55,7 +41,9 @@ struct Counters {
 }
 
 pub struct TieredStore {
-    l1: Cache<String, Arc<Entry>>,
+    /// Byte-bounded and cost-aware ([`super::evict`]): `store.l1` bounds the bytes held.
+    l1: Arc<CostCache<Arc<Entry>>>,
+    until_gone: UntilGone,
     inner: Arc<dyn Storage>,
     /// Where invalidations are published and heard.
     peers: Arc<dyn Coordination>,
@@ -87,19 +75,7 @@ impl TieredStore {
         clock: Clock,
     ) -> TieredStore {
         let stats = Arc::new(Counters::default());
-        let counted = stats.clone();
-        let l1: Cache<String, Arc<Entry>> = Cache::builder()
-            .max_capacity(limit)
-            .eviction_listener(move |_, _, cause| {
-                if cause == moka::notification::RemovalCause::Size {
-                    counted.evictions.inc();
-                }
-            })
-            .weigher(|k: &String, e: &Arc<Entry>| {
-                (k.len() as u64 + e.weight()).min(u32::MAX as u64) as u32
-            })
-            .expire_after(UntilGone(clock))
-            .build();
+        let l1 = Arc::new(CostCache::new(limit));
         let id = format!("{:016x}", rand::random::<u64>());
         let trusted = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicU64::new(0));
@@ -121,6 +97,7 @@ impl TieredStore {
         let listener = tokio::spawn(l.run(rx)).abort_handle();
         TieredStore {
             l1,
+            until_gone: UntilGone(clock),
             inner,
             peers,
             id,
@@ -134,7 +111,7 @@ impl TieredStore {
 }
 
 struct Listener {
-    l1: Cache<String, Arc<Entry>>,
+    l1: Arc<CostCache<Arc<Entry>>>,
     id: String,
     trusted: Arc<AtomicBool>,
     generation: Arc<AtomicU64>,
@@ -145,7 +122,7 @@ struct Listener {
 impl Listener {
     fn flush(&self) {
         self.generation.fetch_add(1, Relaxed);
-        self.l1.invalidate_all();
+        self.l1.clear();
         self.hot.flush();
         self.stats.flushes.add(1);
     }
@@ -155,7 +132,7 @@ impl Listener {
             match rx.recv().await {
                 Ok(Event::Invalidate { from, key }) if from != self.id => {
                     self.generation.fetch_add(1, Relaxed);
-                    self.l1.invalidate(&key).await;
+                    self.l1.remove(&key);
                     self.hot.bump(&key);
                     self.stats.invalidations.add(1);
                 }
@@ -179,6 +156,15 @@ impl Listener {
     }
 }
 
+impl TieredStore {
+    /// Copies `e` into the tier, counting what that pushed out.
+    fn keep(&self, key: &str, e: Arc<Entry>) {
+        let keep = self.until_gone.left(&e);
+        let pushed = self.l1.insert_entry(key, e, keep);
+        self.stats.evictions.add(pushed.count());
+    }
+}
+
 impl Storage for TieredStore {
     fn name(&self) -> &'static str {
         self.inner.name()
@@ -189,7 +175,7 @@ impl Storage for TieredStore {
             let trusted = self.trusted.load(Relaxed);
             let stamp = self.hot.stamp(key);
             if trusted {
-                if let Some(e) = self.l1.get(key).await {
+                if let Some(e) = self.l1.get(key) {
                     self.stats.hits.add(1);
                     self.hot.keep(key, &e, stamp);
                     return Ok(Some(e));
@@ -200,7 +186,7 @@ impl Storage for TieredStore {
             let found = self.inner.get(key).await?;
             let unchanged = self.generation.load(Relaxed) == generation;
             if let (true, true, Some(e)) = (trusted, unchanged, &found) {
-                self.l1.insert(key.to_string(), e.clone()).await;
+                self.keep(key, e.clone());
                 self.hot.keep(key, e, stamp);
             }
             Ok(found)
@@ -226,7 +212,7 @@ impl Storage for TieredStore {
         async move {
             self.inner.put(key, entry.clone(), keep).await?;
             if self.trusted.load(Relaxed) {
-                self.l1.insert(key.to_string(), entry).await;
+                self.keep(key, entry);
             }
             self.hot.bump(key);
             let ev = Event::Invalidate {
@@ -241,7 +227,7 @@ impl Storage for TieredStore {
 
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         async move {
-            self.l1.invalidate(key).await;
+            self.l1.remove(key);
             let deleted = self.inner.delete(key).await;
             // After the shared store changed: a copy made from a read before is dead.
             self.hot.bump(key);
@@ -265,7 +251,7 @@ impl Storage for TieredStore {
                 invalidations: st.invalidations.get(),
                 flushes: st.flushes.get(),
                 evictions: st.evictions.get(),
-                bytes: self.l1.weighted_size(),
+                bytes: self.l1.bytes(),
                 trusted: self.trusted.load(Relaxed),
             }),
             ..self.inner.stats()
@@ -273,6 +259,123 @@ impl Storage for TieredStore {
     }
 
     fn in_l1(&self, key: &str) -> bool {
-        self.trusted.load(Relaxed) && self.l1.contains_key(key)
+        self.trusted.load(Relaxed) && self.l1.contains(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    /// An instance with no peers: its subscription is up and nobody else writes.
+    struct Alone(broadcast::Sender<Event>);
+
+    impl Coordination for Alone {
+        fn acquire<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: Duration,
+        ) -> BoxFuture<'a, StoreResult<bool>> {
+            async { Ok(true) }.boxed()
+        }
+        // The trait's two lease calls share a signature; alone, both always succeed.
+        fn renew<'a>(
+            &'a self,
+            name: &'a str,
+            token: &'a str,
+            lease: Duration,
+        ) -> BoxFuture<'a, StoreResult<bool>> {
+            self.acquire(name, token, lease)
+        }
+        fn release<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+            async { Ok(()) }.boxed()
+        }
+        fn held<'a>(&'a self, _: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+            async { Ok(false) }.boxed()
+        }
+        fn publish(&self, _: Event) -> BoxFuture<'_, StoreResult<()>> {
+            // Nobody to tell (and its own invalidations are ignored anyway).
+            async { Ok(()) }.boxed()
+        }
+        fn subscribe(&self) -> broadcast::Receiver<Event> {
+            self.0.subscribe()
+        }
+        fn subscribed(&self) -> bool {
+            true
+        }
+    }
+
+    /// An L1 of `limit` bytes in front of a shared store that keeps everything.
+    fn tier(limit: u64) -> TieredStore {
+        let inner = Arc::new(MemoryStore::new(1 << 32));
+        let peers = Arc::new(Alone(broadcast::channel(16).0));
+        TieredStore::new(inner, peers, limit, Clock::system())
+    }
+
+    fn l1(t: &TieredStore) -> L1Stats {
+        t.stats().l1.expect("an L1 tier")
+    }
+
+    /// A request as the proxy makes it: a lookup, then on a miss the fill's write.
+    async fn ask(t: &TieredStore, key: &str, len: usize, fetch_ms: u64) {
+        if let Ok(Some(_)) = t.get(key).await {
+            return;
+        }
+        let e = Arc::new(Entry::report(len, fetch_ms));
+        t.put(key, e, Duration::from_secs(3600))
+            .await
+            .expect("memory writes");
+    }
+
+    #[tokio::test]
+    async fn keeps_a_1s_report_through_a_flood_of_0ms_ones() {
+        let t = tier(1 << 20);
+        ask(&t, "expensive", 10_000, 1000).await;
+        for i in 0..10_000 {
+            ask(&t, &format!("cheap/{i}"), 10_000, 0).await;
+        }
+        assert!(t.in_l1("expensive"));
+        let st = l1(&t);
+        assert!(st.evictions > 9000, "{st:?}");
+        assert!(st.bytes <= 1 << 20, "{st:?}");
+    }
+
+    #[tokio::test]
+    async fn l1_bounds_its_bytes_and_counts_what_it_pushes_out() {
+        let limit = 1 << 20;
+        let t = tier(limit);
+        for i in 0..2000u64 {
+            ask(
+                &t,
+                &format!("r/{i}"),
+                (i as usize * 7919) % 100_000,
+                i * 17 % 30_000,
+            )
+            .await;
+            assert!(l1(&t).bytes <= limit);
+        }
+        // Every key was written once: what is not held was pushed out (or turned away).
+        let held = (0..2000).filter(|i| t.in_l1(&format!("r/{i}"))).count() as u64;
+        assert_eq!(l1(&t).evictions, 2000 - held);
+        // A copy pushed out is still in the shared store, and comes back on a lookup.
+        let gone = (0..2000)
+            .map(|i| format!("r/{i}"))
+            .find(|k| !t.in_l1(k))
+            .expect("some were pushed out");
+        assert!(matches!(t.get(&gone).await, Ok(Some(_))));
+    }
+
+    #[tokio::test]
+    async fn l1_copies_are_dropped_when_they_can_no_longer_be_served() {
+        let t = tier(1 << 20);
+        ask(&t, "a", 1000, 10).await;
+        assert!(t.in_l1("a"));
+        // Fresh for an hour, no stale windows: the tier keeps it for that hour.
+        t.l1.advance(Duration::from_secs(3590));
+        assert!(t.in_l1("a"));
+        t.l1.advance(Duration::from_secs(20));
+        assert!(!t.in_l1("a"));
     }
 }
