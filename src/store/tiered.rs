@@ -305,6 +305,29 @@ mod tests {
         fn subscribed(&self) -> bool {
             true
         }
+        fn acquire_slot<'a>(
+            &'a self,
+            _: &'a crate::store::Slots,
+            _: &'a str,
+            _: Duration,
+        ) -> BoxFuture<'a, StoreResult<crate::store::SlotGrant>> {
+            async { Ok(crate::store::SlotGrant::Granted) }.boxed()
+        }
+        fn renew_slot<'a>(
+            &'a self,
+            _: &'a crate::store::Slots,
+            _: &'a str,
+            _: Duration,
+        ) -> BoxFuture<'a, StoreResult<bool>> {
+            async { Ok(true) }.boxed()
+        }
+        fn release_slot<'a>(
+            &'a self,
+            _: &'a crate::store::Slots,
+            _: &'a str,
+        ) -> BoxFuture<'a, StoreResult<()>> {
+            async { Ok(()) }.boxed()
+        }
     }
 
     /// An L1 of `limit` bytes in front of a shared store that keeps everything.
