@@ -148,6 +148,22 @@ async fn owner_killed_mid_fill_a_waiter_takes_over() {
     waiter.stop().await;
 }
 
+/// Whether `s`'s in-process tier trusts its invalidation subscription (and is used).
+fn trusted(s: &Slate) -> bool {
+    let l1 = s.instance.shared.store.entries.stats().l1;
+    l1.expect("an L1 tier").trusted
+}
+
+/// Waits until `s`'s in-process tier is used: once its invalidation subscription is up.
+async fn l1_up(s: &Slate) {
+    eventually(
+        "the L1 subscription comes up",
+        Duration::from_secs(10),
+        || async { trusted(s).then_some(()) },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
     let redis = RedisServer::start();
@@ -155,19 +171,8 @@ async fn purge_on_a_third_instance_clears_both_l1_tiers_within_100ms() {
     let store = StoreUnderTest::Redis(redis.url());
     let slates = three(&store, "64MiB", &origin).await;
     let c = client();
-    // The in-process tiers are used once their invalidation subscriptions are up.
     for s in &slates {
-        let trusted = || {
-            let l1 = s.instance.shared.store.entries.stats().l1;
-            l1.expect("an L1 tier").trusted
-        };
-        eventually(
-            "the L1 subscription comes up",
-            Duration::from_secs(10),
-            || async { trusted().then_some(()) },
-        )
-        .await;
-        assert!(trusted(), "the L1 subscription came up");
+        l1_up(s).await;
     }
     let mut old = std::collections::HashMap::new();
     for path in ["/l1/a", "/l1/b?x=1"] {
@@ -319,5 +324,43 @@ async fn hits_arriving_together_share_one_redis_get() {
     let joined = joined().unwrap_or(0) - joined_before;
     assert_eq!(joined, 49, "49 lookups joined the first one's GET");
     assert_eq!(origin.hits("/together"), 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_l1_keeps_a_1s_report_through_a_flood_of_0ms_ones() {
+    let redis = RedisServer::start();
+    let origin = Origin::start(|req, _| {
+        let r = Reply::ok(vec![b'x'; 10_000]).header("content-type", "application/octet-stream");
+        if req.uri.path() == "/slow" {
+            r.delay(Duration::from_secs(1))
+        } else {
+            r
+        }
+    })
+    .await;
+    let store = StoreUnderTest::Redis(redis.url());
+    let s = instance(&origin, &store, "1MiB", "").await;
+    l1_up(&s).await;
+    let c = client();
+    assert_eq!(get(&c, &s.url("/slow")).await.status, 200);
+    // Five times the tier's worth of reports that cost the back end nothing.
+    for i in 0..500 {
+        assert_eq!(get(&c, &s.url(&format!("/cheap/{i}"))).await.status, 200);
+    }
+    let l1 = s
+        .instance
+        .shared
+        .store
+        .entries
+        .stats()
+        .l1
+        .expect("an L1 tier");
+    assert!(l1.evictions >= 300, "the flood went through: {l1:?}");
+    assert!(l1.bytes <= 1 << 20, "{l1:?}");
+    let e = get(&c, &s.admin_url("/entry?url=/slow")).await;
+    let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(j["found_in"], "l1", "{j}");
+    assert_eq!(origin.hits("/slow"), 1);
     s.stop().await;
 }
