@@ -258,6 +258,8 @@ impl Fill {
             if let Some(old) = &self.validate {
                 (entry.coding, entry.origin_coding) = (old.coding, old.origin_coding);
                 entry.identity_len = old.identity_len;
+                // A 304 is quick; what a miss would cost is still the computation's time.
+                entry.fetch_ms = old.fetch_ms;
             }
         }
         let shared_entry = |entry: Arc<Entry>, stored| Outcome::Shared {
