@@ -11,7 +11,7 @@
 //!   identity body is compressed with the configured coding when its `Content-Type` is
 //!   compressible and it is not tiny, and kept only if that saves something. A body the
 //!   origin sent in the configured coding is kept as it came (no second compression).
-//! - On a hit ([`Negotiated`]): RFC 9110 §12.5.3 `Accept-Encoding`, with q-values.
+//! - On a hit ([`Accepts`]): RFC 9110 §12.5.3 `Accept-Encoding`, with q-values.
 //! - A strong `ETag` is the origin's word for the bytes it sent: when slate sends other
 //!   bytes (it re-encoded them), the tag goes out weak (`W/`), as RFC 9110 §8.8.1 asks.
 

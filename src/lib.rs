@@ -8,12 +8,15 @@
 //! - `admin`: the admin listener (`/metrics`, `/healthz`, `/entry`, `POST /purge`);
 //!   `status`: the HTML status page.
 //! - `instance`: one instance's shared state, built once at start.
+//! - `queue`: the fill queue (at most `upstream.max_fills` fills at once, over every
+//!   instance); `ahead`: entries to refresh before they expire.
 //! - `purge`: purge records applied at lookup time (exact, prefix, tag; hard or soft).
 //! - `coalesce`: single-flight on one instance: one fill per key, as typed permits.
 //! - `store`: where entries live, by concern: `Storage` (memory, Redis, the in-process
 //!   tier; memory and the tier keep what is costly to miss: `evict`), `PurgeLog`, and
-//!   `Coordination` between instances sharing a store.
-//! - `entry`: the stored entry and its versioned binary format.
+//!   `Coordination` between instances sharing a store (leases, queue slots, events).
+//! - `entry`: the stored entry and its versioned binary format; `coding`: content codings
+//!   (bodies stored compressed once, negotiated per client).
 //! - `error`: errors slate answers itself, mapped to HTTP in one place.
 //! - `key`: URL normalization, blake3 cache keys, and every other name in a store.
 //! - `canon`: request bodies made canonical (JSON, GraphQL) and time windows rounded, for

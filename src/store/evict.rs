@@ -5,7 +5,7 @@
 //! missed), how often it is asked for, and its size. The policy is GreedyDual-Size-Frequency
 //! (Cherkasova, 1998) with a TinyLFU-style admission guard (Einziger et al., 2017) that
 //! weighs cost too:
-//! - Every lookup, hit or miss, counts in a frequency [`Sketch`] (4-bit counters, halved
+//! - Every lookup, hit or miss, counts in a frequency `Sketch` (4-bit counters, halved
 //!   every ten lookups per entry held, so that what was popular long ago fades). It
 //!   remembers keys that are not held: a newcomer's `f` is its sketched frequency.
 //! - An entry's priority is `clock + f × cost / size`, `f` its sketched frequency when it was
