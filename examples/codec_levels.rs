@@ -1,52 +1,15 @@
-//! Compression levels on reporting JSON: the size and time of gzip and zstd at several
-//! levels, to choose `cache.compress`'s levels by measurement (bench/RESULTS.md).
+//! Compression levels on reporting JSON (the generated reports of `report_origin`): the size
+//! and time of gzip and zstd at several levels, to choose `cache.compress`'s levels by
+//! measurement (bench/RESULTS.md).
 //!
 //!     cargo run --release --example codec_levels
 
+#[allow(dead_code)] // not every helper of the shared module is used here
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::Write;
 use std::time::Instant;
-
-/// A JSON report of `rows` rows (dates, regions, products, numbers), like the benchmarks'.
-fn report(rows: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let regions = ["emea", "amer", "apac", "latam", "anz"];
-    let products = [
-        "widget",
-        "gadget",
-        "gizmo",
-        "sprocket",
-        "doohickey",
-        "thingamajig",
-    ];
-    let mut s = String::from(
-        "{\"report\":\"sales_by_region\",\"generated\":\"2026-12-02T09:00:00Z\",\"rows\":[",
-    );
-    for i in 0..rows {
-        if i > 0 {
-            s.push(',');
-        }
-        let r = next();
-        s.push_str(&format!(
-            "{{\"date\":\"2026-{:02}-{:02}\",\"region\":\"{}\",\"product\":\"{}\",\"units\":{},\"revenue\":{}.{:02},\"margin\":0.{:04}}}",
-            r % 12 + 1,
-            (r >> 8) % 28 + 1,
-            regions[(r >> 16) as usize % regions.len()],
-            products[(r >> 20) as usize % products.len()],
-            (r >> 24) % 5000,
-            (r >> 32) % 1_000_000,
-            (r >> 40) % 100,
-            (r >> 44) % 10000
-        ));
-    }
-    s.push_str("]}");
-    s.into_bytes()
-}
 
 fn gzip(b: &[u8], level: u32) -> usize {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
@@ -56,18 +19,10 @@ fn gzip(b: &[u8], level: u32) -> usize {
 
 fn main() {
     let sizes = [20 << 10, 150 << 10, 2 << 20];
+    // The reports of examples/report_origin.rs (bench/codings.sh's origin).
     let bodies: Vec<Vec<u8>> = sizes
         .iter()
-        .map(|&target| {
-            let mut rows = target / 130;
-            loop {
-                let b = report(rows, 42);
-                if b.len() >= target {
-                    return b;
-                }
-                rows += rows / 10 + 1;
-            }
-        })
+        .map(|&size| common::report(42, size).to_vec())
         .collect();
     println!("| codec | level | body | ratio | ms per body | MB/s |");
     println!("|---|---:|---:|---:|---:|---:|");

@@ -26,7 +26,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,73 +73,13 @@ fn report_params(query: Option<&str>) -> Result<(u64, usize), String> {
     Ok((id, size))
 }
 
-/// The report of `id`, exactly `size` bytes: whole rows while they fit, then the closing
-/// `]}` and spaces (valid JSON) up to `size`.
-fn report(id: u64, size: usize) -> Bytes {
-    // splitmix64 of the id seeds a xorshift64, as in examples/codec_levels.rs.
-    let mut z = id.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    let mut x = (z ^ (z >> 31)) | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let regions = ["emea", "amer", "apac", "latam", "anz"];
-    let products = [
-        "widget",
-        "gadget",
-        "gizmo",
-        "sprocket",
-        "doohickey",
-        "thingamajig",
-    ];
-    let mut s = String::with_capacity(size + 256);
-    let _ = write!(
-        s,
-        "{{\"report\":\"sales_by_region\",\"id\":{id},\"generated\":\"2026-12-02T09:00:00Z\",\"rows\":["
-    );
-    let mut row = String::with_capacity(160);
-    let mut first = true;
-    loop {
-        let r = next();
-        row.clear();
-        let _ = write!(
-            row,
-            "{}{{\"date\":\"2026-{:02}-{:02}\",\"region\":\"{}\",\"product\":\"{}\",\"units\":{},\"revenue\":{}.{:02},\"margin\":0.{:04}}}",
-            if first { "" } else { "," },
-            r % 12 + 1,
-            (r >> 8) % 28 + 1,
-            regions[(r >> 16) as usize % regions.len()],
-            products[(r >> 20) as usize % products.len()],
-            (r >> 24) % 5000,
-            (r >> 32) % 1_000_000,
-            (r >> 40) % 100,
-            (r >> 44) % 10000
-        );
-        if s.len() + row.len() + 2 > size {
-            break;
-        }
-        s.push_str(&row);
-        first = false;
-    }
-    s.push_str("]}");
-    while s.len() < size {
-        s.push(' ');
-    }
-    s.truncate(size); // a no-op: the header is shorter than MIN_SIZE
-    Bytes::from(s)
-}
-
 type Bodies = Arc<Mutex<HashMap<(u64, usize), Bytes>>>;
 
 fn body_of(bodies: &Bodies, id: u64, size: usize) -> Bytes {
     if let Some(b) = bodies.lock().expect("bodies lock").get(&(id, size)) {
         return b.clone();
     }
-    let b = report(id, size);
+    let b = common::report(id, size);
     let mut kept = bodies.lock().expect("bodies lock");
     if kept.len() >= KEPT_BODIES {
         kept.clear();

@@ -106,18 +106,19 @@ const ZSTD_LEVEL: i32 = 6;
 /// every client then gets them without a coding to undo.
 pub const MIN_COMPRESS: usize = 512;
 
+/// The media type of a `Content-Type`, lower-cased, without its parameters.
+pub(crate) fn mime(content_type: Option<&HeaderValue>) -> Option<String> {
+    let ct = content_type?.to_str().ok()?;
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    Some(mime.to_ascii_lowercase())
+}
+
 /// Whether a `Content-Type` is text that compresses well (JSON, CSV, text, XML,
 /// JavaScript, form data).
 pub fn compressible(content_type: Option<&HeaderValue>) -> bool {
-    let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
+    let Some(mime) = mime(content_type) else {
         return false;
     };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
     let Some((top, sub)) = mime.split_once('/') else {
         return false;
     };

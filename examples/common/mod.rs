@@ -119,3 +119,65 @@ where
         }
     }
 }
+
+/// The report of `id`, exactly `size` bytes: whole rows while they fit, then the closing
+/// `]}` and spaces (valid JSON) up to `size`.
+#[allow(dead_code)] // the report examples use it; the ceilings do not
+pub fn report(id: u64, size: usize) -> Bytes {
+    use std::fmt::Write;
+    // splitmix64 of the id seeds a xorshift64.
+    let mut z = id.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    let mut x = (z ^ (z >> 31)) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let regions = ["emea", "amer", "apac", "latam", "anz"];
+    let products = [
+        "widget",
+        "gadget",
+        "gizmo",
+        "sprocket",
+        "doohickey",
+        "thingamajig",
+    ];
+    let mut s = String::with_capacity(size + 256);
+    let _ = write!(
+        s,
+        "{{\"report\":\"sales_by_region\",\"id\":{id},\"generated\":\"2026-12-02T09:00:00Z\",\"rows\":["
+    );
+    let mut row = String::with_capacity(160);
+    let mut first = true;
+    loop {
+        let r = next();
+        row.clear();
+        let _ = write!(
+            row,
+            "{}{{\"date\":\"2026-{:02}-{:02}\",\"region\":\"{}\",\"product\":\"{}\",\"units\":{},\"revenue\":{}.{:02},\"margin\":0.{:04}}}",
+            if first { "" } else { "," },
+            r % 12 + 1,
+            (r >> 8) % 28 + 1,
+            regions[(r >> 16) as usize % regions.len()],
+            products[(r >> 20) as usize % products.len()],
+            (r >> 24) % 5000,
+            (r >> 32) % 1_000_000,
+            (r >> 40) % 100,
+            (r >> 44) % 10000
+        );
+        if s.len() + row.len() + 2 > size {
+            break;
+        }
+        s.push_str(&row);
+        first = false;
+    }
+    s.push_str("]}");
+    while s.len() < size {
+        s.push(' ');
+    }
+    s.truncate(size); // a no-op: the header is shorter than MIN_SIZE
+    Bytes::from(s)
+}

@@ -136,15 +136,9 @@ pub(super) async fn lookup(
 
 /// Whether a `Content-Type` says JSON (`application/json`, `*/*+json`).
 fn is_json(ct: Option<&HeaderValue>) -> bool {
-    let Some(ct) = ct.and_then(|v| v.to_str().ok()) else {
+    let Some(mime) = crate::coding::mime(ct) else {
         return false;
     };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
