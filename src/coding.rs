@@ -97,7 +97,7 @@ impl Compress {
 /// Levels chosen by measurement on JSON reports of 22 KB to 2.2 MB (`cargo run --release
 /// --example codec_levels`, bench/RESULTS.md "Compression levels"): gzip 6 stores 0.16-0.18
 /// of the body, within 1% of level 9 in half its time, and 0.65× what level 1 stores (a
-/// fill pays 21 ms on a 2 MB report; every hit then moves the smaller bytes). zstd 6 stores
+/// fill pays 16 ms on a 2 MB report; every hit then moves the smaller bytes). zstd 6 stores
 /// 0.155-0.17 at the same cost; zstd 1 and 3 were larger.
 const GZIP_LEVEL: u32 = 6;
 const ZSTD_LEVEL: i32 = 6;
