@@ -53,6 +53,15 @@ async fn three_instances_share_four_slots() {
     }
 }
 
+/// The queue tests' origin: `<path> #<n>` at once, but `/hog` takes `hog`.
+fn answer(p: &http::request::Parts, n: usize, hog: Duration) -> Reply {
+    let r = Reply::ok(format!("{} #{n}", p.uri.path()));
+    match p.uri.path() {
+        "/hog" => r.delay(hog),
+        _ => r,
+    }
+}
+
 /// Asks for `/hog` (a slow report) and waits until it holds the only slot.
 async fn hog(c: &HttpClient, slate: &Slate, origin: &Origin) -> tokio::task::JoinHandle<Got> {
     let hog = tokio::spawn({
@@ -71,14 +80,7 @@ async fn hog(c: &HttpClient, slate: &Slate, origin: &Origin) -> tokio::task::Joi
 /// Past `queue_timeout`: a stale copy when one is usable, else 503 with Retry-After.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_stale_or_503() {
-    let origin = Origin::start(|p, n| {
-        let r = Reply::ok(format!("{} #{n}", p.uri.path()));
-        match p.uri.path() {
-            "/hog" => r.delay(Duration::from_secs(3)),
-            _ => r,
-        }
-    })
-    .await;
+    let origin = Origin::start(|p, n| answer(p, n, Duration::from_secs(3))).await;
     let clock = slate::clock::Clock::system();
     let slate = Slate::builder(&origin.url())
         .store(&StoreUnderTest::Memory)
@@ -129,14 +131,7 @@ async fn a_full_queue_answers_stale_or_503() {
 /// A queued fill whose client hung up never reaches the origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_fill_whose_client_left_is_dropped() {
-    let origin = Origin::start(|p, n| {
-        let r = Reply::ok(format!("{} #{n}", p.uri.path()));
-        match p.uri.path() {
-            "/hog" => r.delay(Duration::from_millis(1500)),
-            _ => r,
-        }
-    })
-    .await;
+    let origin = Origin::start(|p, n| answer(p, n, Duration::from_millis(1500))).await;
     let slate = Slate::builder(&origin.url())
         .store(&StoreUnderTest::Memory)
         .upstream_keys("max_fills = 1")
@@ -178,11 +173,7 @@ async fn client_fills_go_before_refreshes() {
     let o2 = order.clone();
     let origin = Origin::start(move |p, n| {
         o2.lock().unwrap().push(p.uri.path().to_string());
-        let r = Reply::ok(format!("{} #{n}", p.uri.path()));
-        match p.uri.path() {
-            "/hog" => r.delay(Duration::from_millis(800)),
-            _ => r,
-        }
+        answer(p, n, Duration::from_millis(800))
     })
     .await;
     let clock = slate::clock::Clock::system();
