@@ -305,6 +305,9 @@ pub fn cache_key(
 /// The normalized value of request header `name` for Vary matching: every field line
 /// joined, list members trimmed and joined by `,` (so `gzip, br` = `gzip,br`), absent = "".
 pub fn vary_value(headers: &HeaderMap, name: &str) -> String {
+    if name == "accept-language" {
+        return language_list(headers);
+    }
     let mut out = String::new();
     for v in headers.get_all(name) {
         let s = String::from_utf8_lossy(v.as_bytes());
@@ -313,6 +316,48 @@ pub fn vary_value(headers: &HeaderMap, name: &str) -> String {
                 out.push(',');
             }
             out.push_str(part);
+        }
+    }
+    out
+}
+
+/// `Accept-Language` in normal form, so that spellings of one preference select one
+/// variant: tags lower-cased, whitespace and duplicates dropped, ordered by qvalue (highest
+/// first, the client's order among equals), `q=1` left implicit, `q=0` (not acceptable)
+/// dropped, qvalues written with their trailing zeros trimmed. `en-US, fr;q=0.8` and
+/// `fr;q=0.80,en-us` are one variant; `fr, en` and `en, fr` are two (order is preference).
+fn language_list(headers: &HeaderMap) -> String {
+    let mut langs: Vec<(String, u16)> = Vec::new();
+    for v in headers.get_all(http::header::ACCEPT_LANGUAGE) {
+        let s = String::from_utf8_lossy(v.as_bytes());
+        for part in s.split(',') {
+            let mut params = part.split(';');
+            let tag = params.next().unwrap_or("").trim().to_ascii_lowercase();
+            if tag.is_empty() {
+                continue;
+            }
+            // Thousandths; an unreadable qvalue counts as 1, as if absent.
+            let q = params
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+                .map_or(1000, |q| (q.clamp(0.0, 1.0) * 1000.0).round() as u16);
+            if q > 0 && !langs.iter().any(|(t, _)| *t == tag) {
+                langs.push((tag, q));
+            }
+        }
+    }
+    langs.sort_by_key(|l| std::cmp::Reverse(l.1));
+    let mut out = String::new();
+    for (tag, q) in langs {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&tag);
+        if q < 1000 {
+            let digits = format!("{q:03}");
+            out.push_str(";q=0.");
+            out.push_str(digits.trim_end_matches('0'));
         }
     }
     out

@@ -30,16 +30,131 @@ pub struct CacheControl {
     pub s_maxage: Option<Option<u64>>,
     pub stale_while_revalidate: Option<u64>,
     pub stale_if_error: Option<u64>,
+    /// `must-understand` (§5.2.2.3): store only statuses whose caching slate understands,
+    /// and then even over `no-store`.
+    pub must_understand: bool,
+}
+
+/// Which response field decided slate's caching (RFC 9213 §2.1: the first valid,
+/// non-empty one of the targeted fields, else `Cache-Control`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Directives {
+    /// `Slate-Cache-Control`: for slate alone, stripped before the response leaves it.
+    Slate,
+    /// `CDN-Cache-Control` (RFC 9213 §3), forwarded.
+    Cdn,
+    /// `Cache-Control` (with `Expires`).
+    CacheControl,
+}
+
+/// slate's own targeted field: read, then stripped from every answer.
+pub const SLATE_CACHE_CONTROL: &str = "slate-cache-control";
+const CDN_CACHE_CONTROL: &str = "cdn-cache-control";
+
+/// RFC 9111 §1.2.2: a delta-seconds too large to represent is taken as 2^31 seconds
+/// (68 years), the largest a recipient must handle, rather than overflowed or refused.
+const MAX_DELTA_SECONDS: u64 = 2_147_483_648;
+
+/// A delta-seconds: digits only, clamped; `None` when it is not one.
+fn delta_seconds(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        v.parse::<u64>()
+            .map_or(MAX_DELTA_SECONDS, |n| n.min(MAX_DELTA_SECONDS)),
+    )
 }
 
 impl CacheControl {
+    /// The directives slate caches by, and the field they came from: `Slate-Cache-Control`,
+    /// then `CDN-Cache-Control`, each used only when it is a valid, non-empty Structured
+    /// Fields Dictionary whose members slate knows have the right types; else
+    /// `Cache-Control`.
+    pub fn for_slate(headers: &HeaderMap) -> (CacheControl, Directives) {
+        for (name, source) in [
+            (SLATE_CACHE_CONTROL, Directives::Slate),
+            (CDN_CACHE_CONTROL, Directives::Cdn),
+        ] {
+            if let Some(cc) = CacheControl::targeted(headers, name) {
+                return (cc, source);
+            }
+        }
+        (CacheControl::parse(headers), Directives::CacheControl)
+    }
+
+    /// A targeted field (RFC 9213 §2.1) as a Dictionary (RFC 9651, parsed by `sfv`): its
+    /// field lines joined as one. `None` when absent, empty, not a Dictionary, or when a
+    /// member slate acts on has a value of the wrong type: the whole field is then ignored.
+    /// Unknown members and every parameter are ignored.
+    fn targeted(headers: &HeaderMap, name: &str) -> Option<CacheControl> {
+        use sfv::{BareItem, ListEntry};
+        let mut lines = headers.get_all(name).iter().peekable();
+        lines.peek()?;
+        let mut joined = Vec::new();
+        for line in lines {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(line.as_bytes());
+        }
+        let dict: sfv::Dictionary = sfv::Parser::new(&joined).parse().ok()?;
+        if dict.is_empty() {
+            return None;
+        }
+        let mut cc = CacheControl::default();
+        for (key, member) in &dict {
+            let item = match member {
+                ListEntry::Item(i) => Some(&i.bare_item),
+                ListEntry::InnerList(_) => None,
+            };
+            // A delta: a non-negative Integer, clamped like Cache-Control's.
+            let delta = || match item {
+                Some(BareItem::Integer(n)) => u64::try_from(i64::from(*n))
+                    .ok()
+                    .map(|n| n.min(MAX_DELTA_SECONDS)),
+                _ => None,
+            };
+            // A flag: `true` (a bare key), or `?0` for absent.
+            let flag = || match item {
+                Some(BareItem::Boolean(b)) => Some(*b),
+                _ => None,
+            };
+            // `no-cache` and `private` may name fields (an Inner List of Strings): slate
+            // treats the qualified form as unqualified, which is stricter.
+            let qualified = || match member {
+                ListEntry::InnerList(l) => l
+                    .items
+                    .iter()
+                    .all(|i| matches!(i.bare_item, BareItem::String(_)))
+                    .then_some(true),
+                ListEntry::Item(_) => flag(),
+            };
+            match key.as_str() {
+                "max-age" => cc.max_age = Some(Some(delta()?)),
+                "s-maxage" => cc.s_maxage = Some(Some(delta()?)),
+                "stale-while-revalidate" => cc.stale_while_revalidate = Some(delta()?),
+                "stale-if-error" => cc.stale_if_error = Some(delta()?),
+                "no-store" => cc.no_store = flag()?,
+                "no-cache" => cc.no_cache = qualified()?,
+                "private" => cc.private = qualified()?,
+                "public" => cc.public = flag()?,
+                "must-revalidate" => cc.must_revalidate = flag()?,
+                "proxy-revalidate" => cc.proxy_revalidate = flag()?,
+                "must-understand" => cc.must_understand = flag()?,
+                _ => {}
+            }
+        }
+        Some(cc)
+    }
+
     /// Parses every `Cache-Control` field line. Directive names are case-insensitive;
     /// a duplicated delta directive with different values is "invalid" (RFC 9111 §4.2.1
     /// allows treating the response as stale), and so is a value that is not a number.
     pub fn parse(headers: &HeaderMap) -> CacheControl {
         let mut cc = CacheControl::default();
         for_each_directive(headers, |name, value| {
-            let delta = || value.and_then(|v| v.parse::<u64>().ok());
+            let delta = || value.and_then(delta_seconds);
             match name {
                 "no-store" => cc.no_store = true,
                 // `no-cache="Set-Cookie"` (qualified) is treated as unqualified: stricter.
@@ -52,6 +167,7 @@ impl CacheControl {
                 "s-maxage" => cc.s_maxage = Some(merge(cc.s_maxage, delta())),
                 "stale-while-revalidate" => cc.stale_while_revalidate = delta(),
                 "stale-if-error" => cc.stale_if_error = delta(),
+                "must-understand" => cc.must_understand = true,
                 _ => {}
             }
         });
@@ -83,7 +199,7 @@ impl RequestDirectives {
     pub fn parse(headers: &HeaderMap) -> RequestDirectives {
         let mut d = RequestDirectives::default();
         for_each_directive(headers, |name, value| {
-            let delta = || value.and_then(|v| v.parse::<u64>().ok());
+            let delta = || value.and_then(delta_seconds);
             match name {
                 "no-cache" => d.no_cache = true,
                 "no-store" => d.no_store = true,
@@ -159,12 +275,19 @@ fn merge(prev: Option<Option<u64>>, new: Option<u64>) -> Option<u64> {
     }
 }
 
-/// Statuses stored when the origin gives explicit freshness (RFC 9110 §15.1's heuristically
-/// cacheable set, plus redirects that say how long they hold). 206 and 5xx never are.
+/// Statuses stored when the origin gives explicit freshness: every final status (RFC 9111
+/// §3), a `503 max-age=5` being an origin's way to ask for five seconds of peace. Not 206
+/// (a part) nor 304 (no representation of its own).
 fn storable_with_origin_freshness(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 200..=599) && !matches!(s.as_u16(), 206 | 304)
+}
+
+/// The statuses RFC 9110 defines, whose caching slate therefore understands: with
+/// `must-understand`, any other is not stored (RFC 9111 §5.2.2.3).
+fn understood(s: StatusCode) -> bool {
     matches!(
         s.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 302 | 307 | 308 | 404 | 405 | 410 | 414
+        200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
     )
 }
 
@@ -245,9 +368,18 @@ pub struct Freshness {
 }
 
 impl Freshness {
+    /// The longest time past its freshness the entry may still answer.
+    fn stale_windows(&self, unreachable_ms: u64) -> u64 {
+        let forbidden = self.must_revalidate || self.proxy_revalidate || self.no_cache;
+        let unreachable = if forbidden { 0 } else { unreachable_ms };
+        self.swr_ms.max(self.sie_ms).max(unreachable)
+    }
+
     /// How long the store should keep the entry: fresh plus the longest stale window,
     /// capped by [`MAX_ENTRY_LIFETIME`].
-    pub fn keep_for(&self, age_ms: u64, has_validator: bool) -> Duration {
+    /// `unreachable_ms`: how long past its freshness it may stand in for an unreachable
+    /// origin (`cache.stale_if_unreachable`), when its response allows stale answers.
+    pub fn keep_for(&self, age_ms: u64, has_validator: bool, unreachable_ms: u64) -> Duration {
         // An entry with a validator stays useful after it goes stale: a 304 renews it
         // without the body crossing the wire again.
         let revalidation = if has_validator {
@@ -258,10 +390,47 @@ impl Freshness {
         let ms = self
             .fresh_ms
             .saturating_sub(age_ms)
-            .saturating_add(self.swr_ms.max(self.sie_ms).max(revalidation))
+            .saturating_add(self.stale_windows(unreachable_ms).max(revalidation))
             .max(1000);
         Duration::from_millis(ms).min(MAX_ENTRY_LIFETIME)
     }
+}
+
+/// An HTTP date in any of the three forms of RFC 9110 §5.6.7 (IMF-fixdate, RFC 850,
+/// asctime), read as recipients must: tolerant of the letter case of day, month and zone
+/// names (`tue, 01 DEC 2026 10:00:00 gmt`).
+pub fn http_date(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.trim();
+    if let Ok(t) = httpdate::parse_http_date(s) {
+        return Some(t);
+    }
+    // Names in the case httpdate expects: `Tue`, `Tuesday`, `Dec`, `GMT`.
+    let mut fixed = String::with_capacity(s.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.eq_ignore_ascii_case("gmt") {
+            out.push_str("GMT");
+        } else {
+            for (i, c) in word.chars().enumerate() {
+                out.push(if i == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                });
+            }
+        }
+        word.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_alphabetic() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut fixed);
+            fixed.push(c);
+        }
+    }
+    flush(&mut word, &mut fixed);
+    httpdate::parse_http_date(&fixed).ok()
 }
 
 fn parse_http_date(headers: &HeaderMap, name: http::HeaderName) -> Option<Result<u64, ()>> {
@@ -269,11 +438,34 @@ fn parse_http_date(headers: &HeaderMap, name: http::HeaderName) -> Option<Result
     Some(
         v.to_str()
             .ok()
-            .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+            .and_then(http_date)
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64)
             .ok_or(()),
     )
+}
+
+/// The `Age` header as one non-negative integer of seconds (clamped like any
+/// delta-seconds): `Some(None)` when absent, `None` when invalid (a list, a negative,
+/// a word, several field lines).
+fn age_seconds(headers: &HeaderMap) -> Option<Option<u64>> {
+    let mut lines = headers.get_all(http::header::AGE).iter();
+    let Some(first) = lines.next() else {
+        return Some(None);
+    };
+    if lines.next().is_some() {
+        return None;
+    }
+    first
+        .to_str()
+        .ok()
+        .and_then(|s| delta_seconds(s.trim()))
+        .map(Some)
+}
+
+/// Whether the response's `Age`, if any, can be believed (RFC 9111 §5.1).
+pub fn age_is_valid(headers: &HeaderMap) -> bool {
+    age_seconds(headers).is_some()
 }
 
 /// RFC 9111 §4.2.3: the corrected initial age of a response received at `response_ms`
@@ -281,10 +473,9 @@ fn parse_http_date(headers: &HeaderMap, name: http::HeaderName) -> Option<Result
 pub fn initial_age_ms(headers: &HeaderMap, request_ms: u64, response_ms: u64) -> u64 {
     let date = parse_http_date(headers, DATE).and_then(|r| r.ok());
     let apparent = date.map_or(0, |d| response_ms.saturating_sub(d));
-    let age_value = headers
-        .get(http::header::AGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<u64>().ok())
+    // An invalid Age counts for nothing here; `decide` treats its response as stale.
+    let age_value = age_seconds(headers)
+        .flatten()
         .unwrap_or(0)
         .saturating_mul(1000);
     let delay = response_ms.saturating_sub(request_ms);
@@ -319,9 +510,6 @@ pub fn decide(
     headers: &HeaderMap,
     response_ms: u64,
 ) -> Decision {
-    if status.is_server_error() {
-        return Decision::NoStore(NoStoreReason::ServerError);
-    }
     if status == StatusCode::PARTIAL_CONTENT || status.is_informational() {
         return Decision::NoStore(NoStoreReason::Partial);
     }
@@ -329,14 +517,18 @@ pub fn decide(
     if headers.contains_key(SET_COOKIE) {
         return Decision::NoStore(NoStoreReason::SetCookie);
     }
-    let cc = CacheControl::parse(headers);
+    let (cc, source) = CacheControl::for_slate(headers);
+    if cc.must_understand && !understood(status) {
+        return Decision::NoStore(NoStoreReason::Status);
+    }
     let validator = headers.contains_key(http::header::ETAG)
         || headers.contains_key(http::header::LAST_MODIFIED);
     // Config validation refuses `override_origin` without a `ttl`; a rule built in code
     // may still have one, and then there is nothing to override with.
     let overriding = rule.is_some_and(|r| r.override_origin && r.ttl.is_some());
     if !overriding {
-        if cc.no_store {
+        // `must-understand` on a status slate understands overrides `no-store` (§5.2.2.3).
+        if cc.no_store && !cc.must_understand {
             return Decision::NoStore(NoStoreReason::NoStore);
         }
         if cc.private {
@@ -354,10 +546,14 @@ pub fn decide(
     };
 
     let rule_ttl = rule.and_then(|r| r.ttl).map(|d| d.as_millis() as u64);
+    let rule_for_tags = rule;
     let origin_ms: Option<u64> = if let Some(v) = cc.s_maxage {
         Some(v.map_or(0, |s| s.saturating_mul(1000)))
     } else if let Some(v) = cc.max_age {
         Some(v.map_or(0, |s| s.saturating_mul(1000)))
+    } else if source != Directives::CacheControl {
+        // A targeted field decides alone: `Expires` is ignored with it (RFC 9213 §2.1).
+        None
     } else {
         match parse_http_date(headers, EXPIRES) {
             None => None,
@@ -383,10 +579,19 @@ pub fn decide(
         }
         (false, Some(o), _) if storable_with_origin_freshness(status) => o,
         (false, None, Some(t)) if storable_with_rule_ttl(status) => t,
+        // An error is stored only with the freshness its origin gave it.
+        (_, None, _) if status.is_server_error() => {
+            return Decision::NoStore(NoStoreReason::ServerError)
+        }
         (_, None, None) => return Decision::NoStore(NoStoreReason::NoFreshness),
         _ => return Decision::NoStore(NoStoreReason::Status),
     };
+    // An `Age` that is not one non-negative integer: as old as can be (§5.1), so stale.
+    let fresh_ms = if age_is_valid(headers) { fresh_ms } else { 0 };
     let secs = |s: u64| s.saturating_mul(1000);
+    // A rule's stale windows are for the answers its `ttl` is for: an error is served stale
+    // only as long as its origin said.
+    let rule = rule.filter(|_| overriding || status.as_u16() < 400);
     let rule_ms = |d: fn(&Rule) -> Duration| rule.map_or(0, |r| d(r).as_millis() as u64);
     let (mut swr_ms, mut sie_ms) = (
         rule_ms(|r| r.stale_while_revalidate),
@@ -421,7 +626,7 @@ pub fn decide(
         must_revalidate,
         proxy_revalidate,
         no_cache: !overriding && cc.no_cache,
-        tags: tags(headers, rule),
+        tags: tags(headers, rule_for_tags),
         vary,
     })
 }
@@ -508,13 +713,18 @@ mod tests {
             panic!()
         };
         assert_eq!(f.fresh_ms, 300_000);
+        // RFC 9111 §3: any final status with explicit freshness may be stored.
+        let Decision::Store(f) = decide(
+            None,
+            StatusCode::BAD_GATEWAY,
+            &h(&[("cache-control", "max-age=60")]),
+            0,
+        ) else {
+            panic!()
+        };
+        assert_eq!(f.fresh_ms, 60_000);
         assert_eq!(
-            decide(
-                None,
-                StatusCode::BAD_GATEWAY,
-                &h(&[("cache-control", "max-age=60")]),
-                0
-            ),
+            decide(None, StatusCode::BAD_GATEWAY, &h(&[]), 0),
             Decision::NoStore(NoStoreReason::ServerError)
         );
     }

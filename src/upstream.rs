@@ -22,6 +22,14 @@ pub enum UpstreamError {
     Broken(String),
 }
 
+impl UpstreamError {
+    /// The origin could not be reached, or closed before answering (RFC 9111 §4.2.4's
+    /// "disconnected"): not a slow origin, nor an answer that broke off.
+    pub fn is_disconnection(&self) -> bool {
+        matches!(self, UpstreamError::Unreachable(_))
+    }
+}
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,

@@ -121,17 +121,57 @@ mod s3_storing {
         assert_eq!(t.hits("/range"), 2);
     }
 
-    /// §3: error answers of the origin with explicit freshness are storable in principle;
-    /// slate's choice (README) is never to store 5xx.
+    /// §3: a shared cache may store any final response with explicit freshness, whatever
+    /// its status: a `503` with `max-age=5` is an overloaded origin asking to be left alone
+    /// five seconds. Reused while fresh, never once stale (no stale window was given).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn server_errors_are_not_stored() {
-        for status in [500u16, 502, 503, 504] {
+    async fn any_final_status_with_explicit_freshness_is_stored() {
+        for status in [299u16, 303, 400, 499, 500, 502, 503, 504, 599] {
             let t =
-                env(move |_, n| ok(n).status(status).header("cache-control", "max-age=600")).await;
+                env(move |_, n| ok(n).status(status).header("cache-control", "max-age=5")).await;
             assert_eq!(t.get("/e").await.status, status);
             let b = t.get("/e").await;
-            assert_eq!(b.status, status);
+            assert_eq!(
+                (b.status, b.text().as_str()),
+                (status, "body-1"),
+                "{status}"
+            );
+            assert!(b.cache().is_hit(), "{status}: {}", b.cache_status());
+            t.advance(6);
+            let c = t.get("/e").await;
+            assert_eq!(c.text(), "body-2", "{status} reused once stale");
+            assert_eq!(t.hits("/e"), 2, "{status}");
+        }
+    }
+
+    /// §3: an error without explicit freshness is not stored: heuristic freshness is for
+    /// the statuses RFC 9110 §15.1 lists, and slate gives none to errors.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_errors_without_freshness_are_not_stored() {
+        for status in [500u16, 502, 503, 504] {
+            let t = env(move |_, n| ok(n).status(status)).await;
+            assert_eq!(t.get("/e").await.status, status);
+            let b = t.get("/e").await;
             assert_eq!(b.text(), "body-2", "{status} was served from the cache");
+        }
+    }
+
+    /// §5.2.2.3: `must-understand` with a status slate does not implement caching for means
+    /// not stored (`no-store` is the fallback it comes with); with one it knows, the
+    /// response's freshness decides as usual.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn must_understand_with_an_unknown_status_is_not_stored() {
+        for (status, stored) in [(299u16, false), (599, false), (200, true), (404, true)] {
+            let t = env(move |_, n| {
+                ok(n)
+                    .status(status)
+                    .header("cache-control", "max-age=600, must-understand, no-store")
+            })
+            .await;
+            t.get("/mu").await;
+            let b = t.get("/mu").await;
+            let want = if stored { "body-1" } else { "body-2" };
+            assert_eq!(b.text(), want, "{status}: {}", b.cache_status());
         }
     }
 
@@ -1568,7 +1608,9 @@ mod rfc5861_stale_if_error {
         })
         .await;
         let addr = origin.addr;
+        // stale-if-error alone decides here (`upstream-unreachable` has its own tests).
         let slate = Slate::builder(&origin.url())
+            .config("[cache]\nstale_if_unreachable = \"0s\"\n")
             .clock(clock.clone())
             .start()
             .await;

@@ -75,6 +75,7 @@ pub struct FileCache {
     pub honor_client_no_cache: Option<bool>,
     pub strip_headers: Vec<S>,
     pub compress: Option<S>,
+    pub stale_if_unreachable: Option<S>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -133,6 +133,9 @@ pub struct CacheConfig {
     pub strip_headers: Vec<HeaderName>,
     /// How compressible bodies are stored (`gzip`, `zstd`, `off`).
     pub compress: crate::coding::Compress,
+    /// How long past its freshness a stored entry may answer while the origin cannot be
+    /// reached at all (RFC 9111 §4.2.4), unless the response forbade stale answers.
+    pub stale_if_unreachable: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -52,6 +52,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "honor_client_no_cache",
             "strip_headers",
             "compress",
+            "stale_if_unreachable",
         ],
     ),
     ("warm", &["urls", "requests", "every"]),

@@ -478,8 +478,14 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         "off" => Compress::Off,
         _ => Compress::Gzip,
     };
+    let stale_if_unreachable = c.duration(
+        &file.cache.stale_if_unreachable,
+        "cache.stale_if_unreachable",
+        Duration::from_secs(600),
+    );
     let cache = CacheConfig {
         compress,
+        stale_if_unreachable,
         namespace,
         ignore_params: global_ignore.clone(),
         honor_client_no_cache: file.cache.honor_client_no_cache.unwrap_or(false),

@@ -21,7 +21,9 @@ pub(super) fn entry_response(
     req: &HeaderMap,
 ) -> Response<ProxyBody> {
     // The stored bytes as they are, unless they are in a coding this client does not take.
-    let decode = e.coding != Coding::Identity && !Accepts::of(req).accepts(e.coding);
+    // A range is of the identity representation (see `range`): a ranged request is sent it.
+    let ranged = req.contains_key(header::RANGE);
+    let decode = e.coding != Coding::Identity && (ranged || !Accepts::of(req).accepts(e.coding));
     let (body, sent) = match decode.then(|| Decoder::new(e.body.clone(), e.coding, e.identity_len))
     {
         Some(Some(d)) => (ProxyBody::Decode(Box::new(d)), Coding::Identity),
@@ -74,10 +76,16 @@ pub(super) fn stale_status(e: &Entry, detail: Detail, now: u64) -> CacheStatus {
     .detail(detail)
 }
 
-/// A stale entry served because the origin failed: it went upstream (`fwd=stale`), so it
-/// is not a `hit` (RFC 9211 §2.1).
-pub(super) fn stale_if_error(e: &Entry, upstream_status: Option<u16>, now: u64) -> CacheStatus {
-    let mut s = stale_status(e, Detail::StaleIfError, now);
+/// A stale entry served because the origin failed (`stale-if-error`) or could not be
+/// reached (`upstream-unreachable`): it went upstream (`fwd=stale`), so it is not a `hit`
+/// (RFC 9211 §2.1).
+pub(super) fn stale_on_failure(
+    e: &Entry,
+    why: Detail,
+    upstream_status: Option<u16>,
+    now: u64,
+) -> CacheStatus {
+    let mut s = stale_status(e, why, now);
     s.fwd = Some(Fwd::Stale);
     s.fwd_status = upstream_status;
     s
@@ -99,7 +107,7 @@ impl Conditional {
         let modified_since = h
             .get(header::IF_MODIFIED_SINCE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|s| httpdate::parse_http_date(s.trim()).ok());
+            .and_then(crate::policy::http_date);
         (none_match.is_some() || modified_since.is_some()).then_some(Conditional {
             none_match,
             modified_since,
@@ -122,7 +130,7 @@ impl Conditional {
             (Some(since), Some(lm)) => lm
                 .to_str()
                 .ok()
-                .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+                .and_then(crate::policy::http_date)
                 .is_some_and(|lm| lm <= since),
             _ => false,
         }
@@ -159,6 +167,18 @@ pub(super) fn add_cache_status(resp: &mut Response<ProxyBody>, status: &CacheSta
         None => ours,
     };
     resp.headers_mut().insert(CACHE_STATUS, value);
+}
+
+/// `Accept-Ranges: bytes` on a complete `200` from the cache, which a range can be cut from
+/// (download tools look for it before they resume), unless the origin said otherwise.
+pub(super) fn accept_ranges(resp: &mut Response<ProxyBody>) {
+    let whole = matches!(resp.body(), ProxyBody::Full(_) | ProxyBody::Decode(_));
+    if resp.status() == StatusCode::OK && whole {
+        let h = resp.headers_mut();
+        if !h.contains_key(header::ACCEPT_RANGES) {
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
+    }
 }
 
 /// The answer to a `HEAD`: the headers the `GET` gets (its `Content-Length` too), no body.

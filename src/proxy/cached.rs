@@ -5,9 +5,11 @@
 //! round ends early, and the next starts with a fresh lookup, for a reason named by
 //! [`Again`].
 
-use super::answer::{entry_response, stale_if_error, stale_status};
+use super::answer::{entry_response, stale_on_failure, stale_status};
 use super::fill::{Fill, ForLeader};
-use super::lookup::{classify_at, find, look, usable_on_error, usable_when_busy, Found};
+use super::lookup::{
+    classify_at, find, look, usable_on_error, usable_when_busy, usable_when_unreachable, Found,
+};
 use super::request::Lookup;
 use super::{pass, Answer};
 use crate::coalesce::{Outcome, Role};
@@ -176,7 +178,8 @@ impl Missed {
             } => {
                 let phase = if *collapsed { Phase::Collapsed } else { phase };
                 if let (true, Some(s)) = (entry.status.is_server_error(), on_error) {
-                    let st = stale_if_error(s, Some(entry.status.as_u16()), now);
+                    let code = Some(entry.status.as_u16());
+                    let st = stale_on_failure(s, Detail::StaleIfError, code, now);
                     return Round::Done(Ok((
                         entry_response(shared, s, true, now, &lookup.headers),
                         st,
@@ -213,13 +216,24 @@ impl Missed {
                     }
                 })
             }
-            Outcome::Failed(err) => Round::Done(match on_error {
-                Some(s) => {
-                    let st = stale_if_error(s, None, now);
-                    Ok((entry_response(shared, s, true, now, &lookup.headers), st))
-                }
-                None => Err(err.clone().into()),
-            }),
+            Outcome::Failed(err) => {
+                // An origin that cannot be reached at all: a stored answer may stand in
+                // for it a while longer than stale-if-error says (RFC 9111 §4.2.4).
+                let bound = cfg.cache.stale_if_unreachable.as_millis() as u64;
+                let unreachable = || {
+                    let s = self.stale.as_ref();
+                    s.filter(|s| err.is_disconnection() && usable_when_unreachable(s, now, bound))
+                        .map(|s| (s, Detail::UpstreamUnreachable))
+                };
+                let on_error = on_error.map(|s| (s, Detail::StaleIfError));
+                Round::Done(match on_error.or_else(unreachable) {
+                    Some((s, why)) => {
+                        let st = stale_on_failure(s, why, None, now);
+                        Ok((entry_response(shared, s, true, now, &lookup.headers), st))
+                    }
+                    None => Err(err.clone().into()),
+                })
+            }
             Outcome::Pass => {
                 let req = lookup.upstream_request(cfg);
                 let s = CacheStatus::fwd(Phase::Miss, self.fwd).detail(Detail::Uncacheable);

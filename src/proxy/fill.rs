@@ -3,6 +3,7 @@
 //! ([`super::remote`]).
 
 use super::answer::entry_response;
+use super::lookup::usable_on_error;
 use super::request::Lookup;
 use crate::body::{read_limited, ProxyBody, Read};
 use crate::coalesce::{Interest, Outcome, Permit};
@@ -195,9 +196,16 @@ impl Fill {
             Err(e) => return self.failed(e, "fill failed"),
         };
         let (parts, body) = resp.into_parts();
+        // A 304's (or 204's) Content-Length describes the representation, not a body that
+        // follows (RFC 9110 §8.6): there is none to expect.
+        let bodiless = matches!(
+            parts.status,
+            StatusCode::NOT_MODIFIED | StatusCode::NO_CONTENT
+        );
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
+            .filter(|_| !bodiless)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse::<u64>().ok());
         let limit = cfg.store.max_object_size;
@@ -227,12 +235,13 @@ impl Fill {
         };
         headers.remove(header::CONTENT_LENGTH);
         let initial_age_ms = policy::initial_age_ms(&headers, request_ms, response_ms);
-        headers.remove(header::AGE);
         let decision = if self.lookup.directives.no_store {
             Decision::NoStore(NoStoreReason::RequestNoStore)
         } else {
             policy::decide(self.lookup.rule.as_deref(), status, &headers, response_ms)
         };
+        // The entry carries its age in `initial_age_ms`; each answer gets its own `Age`.
+        headers.remove(header::AGE);
         let identity_len = body.len() as u64;
         let mut entry = Entry {
             status,
@@ -278,7 +287,15 @@ impl Fill {
                 // A purge that landed while we fetched covers this response: hand it to
                 // those who asked before, but never store it as fresh.
                 let purged = sh.purges.table().verdict(&entry) != Verdict::Valid;
-                let stored = !purged && self.store(&entry, keep).await;
+                // An error with freshness of its own does not replace a stored answer that
+                // may still stand in for it: that is stale-if-error's to serve.
+                let now = sh.clock.now_ms();
+                let covered = status.is_server_error()
+                    && self
+                        .replaces
+                        .as_ref()
+                        .is_some_and(|old| usable_on_error(old, now));
+                let stored = !purged && !covered && self.store(&entry, keep).await;
                 if stored && !revalidated {
                     // What compressing saves, as the operator sees it.
                     let m = &sh.metrics;
@@ -394,7 +411,8 @@ impl Fill {
                 entry.flags |= flag;
             }
         }
-        let keep = f.keep_for(entry.initial_age_ms, entry.has_validator());
+        let unreachable = self.cfg.cache.stale_if_unreachable.as_millis() as u64;
+        let keep = f.keep_for(entry.initial_age_ms, entry.has_validator(), unreachable);
         (Arc::new(entry), keep)
     }
 

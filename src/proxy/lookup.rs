@@ -131,6 +131,14 @@ pub(super) fn usable_on_error(e: &Entry, now: u64) -> bool {
     }
 }
 
+/// Whether an expired entry may answer at `now` for an origin that cannot be reached, at
+/// most `bound_ms` past its freshness: never one whose response forbade stale answers
+/// (`must-revalidate`, `proxy-revalidate`, `s-maxage`, `no-cache`).
+pub(super) fn usable_when_unreachable(e: &Entry, now: u64, bound_ms: u64) -> bool {
+    let forbidden = entry::MUST_REVALIDATE | entry::PROXY_REVALIDATE | entry::NO_CACHE;
+    e.flags & forbidden == 0 && (-e.ttl_ms(now)).max(0) as u64 <= bound_ms
+}
+
 /// Whether an entry may answer when its refill could not get a turn in the fill queue: one
 /// it could answer for an origin failure, or one still within `stale-while-revalidate`;
 /// never one that must be revalidated.

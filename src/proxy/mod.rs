@@ -22,6 +22,7 @@ mod cached;
 mod fill;
 mod lookup;
 mod pass;
+mod range;
 mod remote;
 mod request;
 
@@ -64,6 +65,10 @@ pub async fn handle(
     let conditional = (head || req.method() == Method::GET)
         .then(|| Conditional::of(req.headers()))
         .flatten();
+    // A range is cut from the cache's answer; kept before the request is consumed.
+    let range = (req.method() == Method::GET)
+        .then(|| range::RangeAsk::of(req.headers()))
+        .flatten();
     let mut route = None;
     let answer = match admit(&cfg, &req) {
         Ok(()) => {
@@ -92,15 +97,25 @@ pub async fn handle(
     };
     // A client's own conditional request, answered from what the cache serves (RFC 9111
     // §4.3.2); pass-through answers were the origin's to make.
+    let from_cache = matches!(
+        status.phase,
+        Phase::Hit | Phase::Stale | Phase::Miss | Phase::Collapsed
+    );
     if let Some(c) = conditional {
-        let from_cache = matches!(
-            status.phase,
-            Phase::Hit | Phase::Stale | Phase::Miss | Phase::Collapsed
-        );
         if from_cache && resp.status() == StatusCode::OK && c.not_modified(resp.headers()) {
             answer::not_modified(&mut resp);
         }
     }
+    // Then a range of it (RFC 9110 §14); a 304 above has already won (§13.2.2).
+    if from_cache {
+        answer::accept_ranges(&mut resp);
+        if let Some(r) = range {
+            r.apply(&mut resp);
+        }
+    }
+    // slate's own cache control is for slate alone (SPEC "Targeted cache control").
+    resp.headers_mut()
+        .remove(crate::policy::SLATE_CACHE_CONTROL);
     shared.metrics.request(status.phase, route, status.saved_ms);
     if cfg.log.access_log {
         tracing::info!(target: "slate::access", peer = %peer, status = resp.status().as_u16(), cache = ?status.header());
