@@ -1,4 +1,7 @@
-//! The `slate` command line: run, check a config, or try it all with `--demo`.
+//! The `slate` command line: run, check a config, or try it all with `--demo`; purge and
+//! inspect a running instance through its admin listener (`admin_cli`).
+
+mod admin_cli;
 
 use clap::{Parser, Subcommand};
 use slate::config::{Config, LogFormat};
@@ -11,7 +14,8 @@ use tokio::net::TcpListener;
 #[command(
     name = "slate",
     version,
-    about = "A transparent caching reverse proxy for slow reporting APIs"
+    about = "A transparent caching reverse proxy for slow reporting APIs",
+    after_help = AFTER_HELP
 )]
 struct Cli {
     /// The config file.
@@ -27,10 +31,41 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// Examples, one a subcommand, and the exit codes scripts rely on (`admin_cli`).
+const AFTER_HELP: &str = "\
+Examples:
+  slate --config /etc/slate/config.toml             run the proxy
+  slate --demo                                      try it on a built-in slow origin
+  slate check-config config.toml                    validate a config file
+  slate demo-origin --listen 127.0.0.1:9000         run only the slow demo origin
+  slate purge '/analytics/sales?region=eu'          purge one URL
+  slate purge --prefix /analytics/sales             purge every path under a prefix
+  slate purge --tag sales --soft                    mark every entry tagged sales stale
+  slate inspect '/analytics/sales?region=eu'        show what is cached for a URL
+  SLATE_TOKEN=... slate purge --admin http://10.0.0.5:9091 --json --tag sales
+
+Exit codes of purge and inspect:
+  0   done
+  1   refused (403), not found (404) or rejected (400) by slate
+  2   the admin listener cannot be reached, or did not answer within --timeout
+  3   slate answered but failed (5xx: e.g. its store did not take the purge), or what
+      answered is not slate
+  64  usage error (any subcommand)";
+
 #[derive(Subcommand)]
 enum Command {
     /// Validate a config file: exit 0, or print `file:line:column: message` for each problem.
     CheckConfig { file: PathBuf },
+    /// Purge one URL, a path prefix or tags on a running instance (its admin listener).
+    #[command(
+        after_help = "Examples:\n  slate purge '/analytics/sales?region=eu'\n  slate purge '/analytics/*'\n  slate purge --prefix /analytics/sales --soft\n  slate purge --tag sales --tag inventory\n  SLATE_TOKEN=... slate purge --admin http://10.0.0.5:9091 --json --tag sales"
+    )]
+    Purge(admin_cli::PurgeArgs),
+    /// Show what a running instance has cached for a URL (key, status, age, TTL, tags...).
+    #[command(
+        after_help = "Examples:\n  slate inspect '/analytics/sales?region=eu'\n  slate inspect -H 'Accept: text/csv' /analytics/export\n  slate inspect --json /analytics/sales | jq .ttl_s"
+    )]
+    Inspect(admin_cli::InspectArgs),
     /// Run only the demo report origin (also the origin of the benchmarks).
     DemoOrigin {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -276,7 +311,18 @@ fn installed(rt: &tokio::runtime::Runtime) -> Signals {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and --version are no errors; a usage error exits 64, never clap's 2,
+            // which `slate purge` and `slate inspect` give to an unreachable admin listener.
+            return match e.use_stderr() {
+                true => ExitCode::from(admin_cli::USAGE),
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
     slate::server::tune_allocator();
     slate::server::raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -290,6 +336,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Some(Command::Purge(a)) => return rt.block_on(admin_cli::purge(a)),
+        Some(Command::Inspect(a)) => return rt.block_on(admin_cli::inspect(a)),
         Some(Command::CheckConfig { file }) => match Config::load(&file) {
             Ok(c) => {
                 println!(
