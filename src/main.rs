@@ -189,6 +189,33 @@ async fn terminated() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// A state change for systemd's service manager (`Type=notify`, deploy/slate.service).
+enum Notify<'a> {
+    /// Listening and connected to the store; with a line for `systemctl status`.
+    Ready(&'a str),
+    /// Draining after SIGTERM/SIGINT.
+    Stopping,
+}
+
+/// Tells systemd; a no-op unless it started slate (no `NOTIFY_SOCKET`). A failure is logged,
+/// not fatal: systemd then times the start out, which tells the operator more than slate
+/// exiting would.
+fn notify_systemd(n: Notify) {
+    #[cfg(unix)]
+    {
+        use sd_notify::NotifyState;
+        let states = match n {
+            Notify::Ready(status) => vec![NotifyState::Ready, NotifyState::Status(status)],
+            Notify::Stopping => vec![NotifyState::Stopping],
+        };
+        if let Err(e) = sd_notify::notify(&states) {
+            tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = n;
+}
+
 fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
     slate::server::bind(addr).map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
 }
@@ -214,6 +241,7 @@ async fn run(
         Some(a) => Some(bind(a, "server.admin_listen")?),
         None => None,
     };
+    let listen = config.server.listen;
     tracing::info!(listen = %config.server.listen, admin = ?config.server.admin_listen, upstream = %config.upstream.base, "slate starting");
     let start = slate::Instance::start(config, slate::clock::Clock::system());
     let instance = tokio::select! {
@@ -246,6 +274,14 @@ async fn run(
             }
         }
         None => None,
+    };
+    // Ready only now: both listeners are bound and the store is connected, so a unit
+    // ordered after slate.service finds it answering.
+    let status = format!("serving on {listen}");
+    notify_systemd(Notify::Ready(&status));
+    let stop = async move {
+        stop.await;
+        notify_systemd(Notify::Stopping);
     };
     instance.serve(listener, admin, stop).await;
     tracing::info!("stopped");
