@@ -102,3 +102,16 @@ pub fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Prox
     );
     r
 }
+
+/// An error and its causes on one line (`client error (Connect): tcp connect error: ...`):
+/// hyper's errors say little until their sources are read.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

@@ -29,6 +29,9 @@
 //! - `demo`: the built-in slow report origin of `slate --demo`.
 //! - `clock`, `body`: the clock tests advance, the one body type slate sends.
 //!
+//! The binary (`main.rs`) adds `admin_cli`: `slate purge` and `slate inspect`, a client of
+//! a running instance's admin listener.
+//!
 //! Tests and embedders start an instance in-process: build it with [`Instance::start`] and
 //! serve it with [`Instance::serve`] on listeners bound to port 0. Public are only the
 //! modules that the binary, the tests and the benchmarks use.
@@ -58,6 +61,7 @@ mod status;
 mod store;
 mod upstream;
 
+pub use error::error_chain;
 pub use instance::{Instance, Shared, StartError};
 /// The eviction policy of the in-process stores, public for `examples/eviction_sim.rs` and
 /// the micro-benchmarks.

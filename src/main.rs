@@ -1,4 +1,7 @@
-//! The `slate` command line: run, check a config, or try it all with `--demo`.
+//! The `slate` command line: run, check a config, or try it all with `--demo`; purge and
+//! inspect a running instance through its admin listener (`admin_cli`).
+
+mod admin_cli;
 
 use clap::{Parser, Subcommand};
 use slate::config::{Config, LogFormat};
@@ -11,7 +14,8 @@ use tokio::net::TcpListener;
 #[command(
     name = "slate",
     version,
-    about = "A transparent caching reverse proxy for slow reporting APIs"
+    about = "A transparent caching reverse proxy for slow reporting APIs",
+    after_help = AFTER_HELP
 )]
 struct Cli {
     /// The config file.
@@ -27,10 +31,41 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// Examples, one a subcommand, and the exit codes scripts rely on (`admin_cli`).
+const AFTER_HELP: &str = "\
+Examples:
+  slate --config /etc/slate/config.toml             run the proxy
+  slate --demo                                      try it on a built-in slow origin
+  slate check-config config.toml                    validate a config file
+  slate demo-origin --listen 127.0.0.1:9000         run only the slow demo origin
+  slate purge '/analytics/sales?region=eu'          purge one URL
+  slate purge --prefix /analytics/sales             purge every path under a prefix
+  slate purge --tag sales --soft                    mark every entry tagged sales stale
+  slate inspect '/analytics/sales?region=eu'        show what is cached for a URL
+  SLATE_TOKEN=... slate purge --admin http://10.0.0.5:9091 --json --tag sales
+
+Exit codes of purge and inspect:
+  0   done
+  1   refused (403), not found (404) or rejected (400) by slate
+  2   the admin listener cannot be reached, or did not answer within --timeout
+  3   slate answered but failed (5xx: e.g. its store did not take the purge), or what
+      answered is not slate
+  64  usage error (any subcommand)";
+
 #[derive(Subcommand)]
 enum Command {
     /// Validate a config file: exit 0, or print `file:line:column: message` for each problem.
     CheckConfig { file: PathBuf },
+    /// Purge one URL, a path prefix or tags on a running instance (its admin listener).
+    #[command(
+        after_help = "Examples:\n  slate purge '/analytics/sales?region=eu'\n  slate purge '/analytics/*'\n  slate purge --prefix /analytics/sales --soft\n  slate purge --tag sales --tag inventory\n  SLATE_TOKEN=... slate purge --admin http://10.0.0.5:9091 --json --tag sales"
+    )]
+    Purge(admin_cli::PurgeArgs),
+    /// Show what a running instance has cached for a URL (key, status, age, TTL, tags...).
+    #[command(
+        after_help = "Examples:\n  slate inspect '/analytics/sales?region=eu'\n  slate inspect -H 'Accept: text/csv' /analytics/export\n  slate inspect --json /analytics/sales | jq .ttl_s"
+    )]
+    Inspect(admin_cli::InspectArgs),
     /// Run only the demo report origin (also the origin of the benchmarks).
     DemoOrigin {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -154,6 +189,33 @@ async fn terminated() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// A state change for systemd's service manager (`Type=notify`, deploy/slate.service).
+enum Notify<'a> {
+    /// Listening and connected to the store; with a line for `systemctl status`.
+    Ready(&'a str),
+    /// Draining after SIGTERM/SIGINT.
+    Stopping,
+}
+
+/// Tells systemd; a no-op unless it started slate (no `NOTIFY_SOCKET`). A failure is logged,
+/// not fatal: systemd then times the start out, which tells the operator more than slate
+/// exiting would.
+fn notify_systemd(n: Notify) {
+    #[cfg(unix)]
+    {
+        use sd_notify::NotifyState;
+        let states = match n {
+            Notify::Ready(status) => vec![NotifyState::Ready, NotifyState::Status(status)],
+            Notify::Stopping => vec![NotifyState::Stopping],
+        };
+        if let Err(e) = sd_notify::notify(&states) {
+            tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = n;
+}
+
 fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
     slate::server::bind(addr).map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
 }
@@ -179,6 +241,7 @@ async fn run(
         Some(a) => Some(bind(a, "server.admin_listen")?),
         None => None,
     };
+    let listen = config.server.listen;
     tracing::info!(listen = %config.server.listen, admin = ?config.server.admin_listen, upstream = %config.upstream.base, "slate starting");
     let start = slate::Instance::start(config, slate::clock::Clock::system());
     let instance = tokio::select! {
@@ -211,6 +274,14 @@ async fn run(
             }
         }
         None => None,
+    };
+    // Ready only now: both listeners are bound and the store is connected, so a unit
+    // ordered after slate.service finds it answering.
+    let status = format!("serving on {listen}");
+    notify_systemd(Notify::Ready(&status));
+    let stop = async move {
+        stop.await;
+        notify_systemd(Notify::Stopping);
     };
     instance.serve(listener, admin, stop).await;
     tracing::info!("stopped");
@@ -276,7 +347,18 @@ fn installed(rt: &tokio::runtime::Runtime) -> Signals {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and --version are no errors; a usage error exits 64, never clap's 2,
+            // which `slate purge` and `slate inspect` give to an unreachable admin listener.
+            return match e.use_stderr() {
+                true => ExitCode::from(admin_cli::USAGE),
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
     slate::server::tune_allocator();
     slate::server::raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -290,6 +372,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Some(Command::Purge(a)) => return rt.block_on(admin_cli::purge(a)),
+        Some(Command::Inspect(a)) => return rt.block_on(admin_cli::inspect(a)),
         Some(Command::CheckConfig { file }) => match Config::load(&file) {
             Ok(c) => {
                 println!(

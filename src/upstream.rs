@@ -139,7 +139,7 @@ impl Upstream {
         };
         match tokio::time::timeout(cfg.timeout, attempt).await {
             Err(_) => Err(UpstreamError::Timeout(cfg.timeout)),
-            Ok(Err(e)) => Err(UpstreamError::Unreachable(describe(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable(crate::error::error_chain(&e))),
             Ok(Ok(mut resp)) => {
                 strip_hop_by_hop(resp.headers_mut());
                 Ok(resp)
@@ -161,15 +161,4 @@ fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
         src = s.source();
     }
     false
-}
-
-fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }

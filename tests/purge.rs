@@ -8,28 +8,6 @@ use std::time::Duration;
 
 const RULES: &str = "[[rules]]\npath = \"/s/\"\nttl = \"1h\"\n[[rules]]\npath = \"/t/\"\nttl = \"1h\"\ntags = [\"analytics\"]\n";
 
-fn tagged_origin() -> impl Fn(&http::request::Parts, usize) -> Reply + Send + Sync + 'static {
-    |p, n| {
-        let r = Reply::ok(format!("{} #{n}", p.uri));
-        if p.uri.path().starts_with("/s/") {
-            r.header("cache-tag", "sales, finance")
-        } else {
-            r.header("surrogate-key", "inventory")
-        }
-    }
-}
-
-async fn hit(c: &HttpClient, slate: &Slate, pq: &str) -> bool {
-    get(c, &slate.url(pq)).await.cache().is_hit()
-}
-
-async fn fill(c: &HttpClient, slate: &Slate, urls: &[&str]) {
-    for u in urls {
-        get(c, &slate.url(u)).await;
-        assert!(hit(c, slate, u).await, "{u} is cached");
-    }
-}
-
 /// `PURGE path` with `Purge-Mode: soft`.
 async fn soft_purge(c: &HttpClient, slate: &Slate, path: &str) -> Got {
     send(c, "PURGE", &slate.url(path), &[("purge-mode", "soft")], "").await

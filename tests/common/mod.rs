@@ -887,3 +887,29 @@ impl Drop for SlateProcess {
         self.kill();
     }
 }
+
+/// An origin tagging `/s/...` answers `Cache-Tag: sales, finance` and the others
+/// `Surrogate-Key: inventory`; its bodies name the request and count (`/s/a #2`).
+pub fn tagged_origin() -> impl Fn(&http::request::Parts, usize) -> Reply + Send + Sync + 'static {
+    |p, n| {
+        let r = Reply::ok(format!("{} #{n}", p.uri));
+        if p.uri.path().starts_with("/s/") {
+            r.header("cache-tag", "sales, finance")
+        } else {
+            r.header("surrogate-key", "inventory")
+        }
+    }
+}
+
+/// Whether a GET of `pq` is answered from the cache.
+pub async fn hit(c: &HttpClient, slate: &Slate, pq: &str) -> bool {
+    get(c, &slate.url(pq)).await.cache().is_hit()
+}
+
+/// GETs every URL of `urls` and checks that it is then a hit.
+pub async fn fill(c: &HttpClient, slate: &Slate, urls: &[&str]) {
+    for u in urls {
+        get(c, &slate.url(u)).await;
+        assert!(hit(c, slate, u).await, "{u} is cached");
+    }
+}
