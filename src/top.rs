@@ -60,13 +60,22 @@ impl By {
         By::ALL.into_iter().find(|b| b.as_str() == s)
     }
 
-    /// The unit its weights are counted in (for `max_undercount`).
-    pub fn unit(self) -> &'static str {
+    /// The field of a row (see [`Ranking::to_json`]) it ranks by.
+    pub fn field(self) -> &'static str {
         match self {
             By::Hits => "hits",
             By::Misses => "misses",
-            By::FillTime => "microseconds",
-            By::Saved => "milliseconds",
+            By::FillTime => "fill_time_s",
+            By::Saved => "saved_s",
+        }
+    }
+
+    /// A weight of this measure in the unit of its field.
+    fn in_field_unit(self, w: u64) -> serde_json::Value {
+        match self {
+            By::Hits | By::Misses => w.into(),
+            By::FillTime => (w as f64 / 1e6).into(),
+            By::Saved => (w as f64 / 1e3).into(),
         }
     }
 }
@@ -161,6 +170,47 @@ pub struct Ranking {
     pub max_undercount: u64,
     /// Reports tracked over the window (at most `SLICES × 4 × CAPACITY`).
     pub tracked: usize,
+}
+
+impl Ranking {
+    /// The answer of `GET /top`.
+    pub fn to_json(&self, by: By) -> serde_json::Value {
+        let secs = |us: u64| us as f64 / 1e6;
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let s = &r.stats;
+                let mean = s
+                    .fill_us
+                    .checked_div(s.fills)
+                    .map_or(serde_json::Value::Null, |m| secs(m).into());
+                serde_json::json!({
+                    "url": r.url,
+                    "body": r.body,
+                    "rule": r.rule,
+                    "hits": s.hits,
+                    "misses": s.misses,
+                    "fills": s.fills,
+                    "fill_time_s": secs(s.fill_us),
+                    "mean_fill_s": mean,
+                    "max_fill_s": secs(s.fill_max_us),
+                    "saved_s": s.saved_ms as f64 / 1e3,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "by": by.as_str(),
+            "ranked_by": by.field(),
+            "window_s": SLICES as u64 * SLICE_MS / 1000,
+            "slice_s": SLICE_MS / 1000,
+            "sketch": "space-saving",
+            "capacity": CAPACITY,
+            "tracked": self.tracked,
+            "max_undercount": by.in_field_unit(self.max_undercount),
+            "rows": rows,
+        })
+    }
 }
 
 /// Report ids are hashes already: the index needs no second hash.
