@@ -32,10 +32,17 @@ pub async fn handle(
             );
             Ok(r)
         }
-        (Method::GET, "/status") => {
-            let ok = store_ok(&shared).await;
-            Ok(crate::status::page(&shared, &cfg, ok))
-        }
+        (Method::GET, "/status") => match crate::status::refresh_param(req.uri().query()) {
+            Ok(refresh_s) => {
+                let view = crate::status::View {
+                    authorized: authorized(&cfg, req.headers(), peer),
+                    refresh_s,
+                };
+                let ok = store_ok(&shared).await;
+                Ok(crate::status::page(&shared, &cfg, ok, &view))
+            }
+            Err(e) => Err(ProxyError::BadRequest(e)),
+        },
         (Method::GET | Method::POST, "/entry") => entry(&shared, &cfg, req, peer).await,
         (Method::GET, "/top") => top(&shared, &cfg, &req, peer),
         (Method::POST, "/purge") => purge_json(&shared, &cfg, req, peer).await,

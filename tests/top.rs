@@ -1,6 +1,9 @@
 //! `GET /top` on the admin listener: the reports that cost the back end most over the last
-//! hour, ranked by hits, misses, fill time or seconds saved, in bounded memory.
+//! hour, ranked by hits, misses, fill time or seconds saved, in bounded memory; and the
+//! status page that shows them, looks entries up and purges them, in headless Chromium.
 
+#[path = "common/cdp.rs"]
+mod cdp;
 mod common;
 
 use common::*;
@@ -252,5 +255,167 @@ async fn bad_parameters_are_a_clear_400_and_authorization_is_the_admin_apis() {
     assert_eq!(g.status, 200, "{}", g.text());
     let g = send(&c, "POST", &slate.admin_url("/top"), &auth, "").await;
     assert_eq!(g.status, 405);
+    slate.stop().await;
+}
+
+/// The first report a table of the page lists, or null.
+fn first_in(table: &str) -> String {
+    format!("document.querySelector('#{table} button[data-url]')?.dataset.url ?? null")
+}
+
+/// Whether a table of the page lists `url`.
+fn lists(table: &str, url: &str) -> String {
+    format!("[...document.querySelectorAll('#{table} button[data-url]')].some(b => b.dataset.url === {url:?})")
+}
+
+/// Types `url` into the page's lookup box and clicks Look up.
+async fn look_up(page: &cdp::Page, url: &str) {
+    page.click("#lookup-url").await;
+    page.type_text(url).await;
+    page.click("#lookup-go").await;
+}
+
+/// The page as an operator uses it, in a real headless Chromium clicked over DevTools: the
+/// slow report heads the fill-time table, which refreshes itself; a URL typed in is looked
+/// up; Purge asks first (Cancel keeps the entry, OK removes it) and the entry is then gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_looks_up_and_purges_in_headless_chromium() {
+    let origin = origin().await;
+    let slate = Slate::builder(&origin.url()).config(RULE).start().await;
+    let c = client();
+    for u in ["/slow", "/slow", "/fast", "/fast", "/fast"] {
+        assert_eq!(get(&c, &slate.url(u)).await.status, 200);
+    }
+    let dir = TempDir::new("cdp");
+    let browser = cdp::Browser::launch(&dir);
+    let page = browser.page(&c).await;
+    page.navigate(&slate.admin_url("/status?refresh=1")).await;
+    assert_eq!(page.eval(&first_in("top-fill")).await, "/slow");
+    assert_eq!(page.eval(&first_in("top-saved")).await, "/slow");
+
+    // It refreshes itself, in place: a report asked for after it loaded turns up.
+    page.eval("window.stillHere = true").await;
+    get(&c, &slate.url("/later")).await;
+    page.until("/later listed by a refresh", &lists("top-fill", "/later"))
+        .await;
+    assert_eq!(
+        page.eval("window.stillHere === true").await,
+        true,
+        "not reloaded"
+    );
+
+    // A row's report, clicked, is looked up.
+    page.click("#top-fill button[data-url='/fast']").await;
+    page.until(
+        "/fast shown",
+        "document.querySelector('#entry tr td + td')?.textContent === '/fast'",
+    )
+    .await;
+
+    // A URL typed in is looked up.
+    page.eval("document.getElementById('lookup-url').value = ''")
+        .await;
+    look_up(&page, "/slow").await;
+    page.until(
+        "/slow shown, fresh",
+        "document.querySelector('#entry')?.dataset.status === 'fresh' && document.querySelector('#entry td + td').textContent === '/slow'",
+    )
+    .await;
+
+    // Purge asks first; Cancel purges nothing.
+    page.answer_dialogs(false);
+    page.click("#purge").await;
+    page.until(
+        "cancelled",
+        "document.getElementById('purge-result').textContent === 'not purged'",
+    )
+    .await;
+    let dialogs = page.dialogs();
+    assert_eq!(dialogs.len(), 1);
+    assert!(dialogs[0].contains("Purge /slow"), "{dialogs:?}");
+    assert_eq!(
+        get(&c, &slate.admin_url("/entry?url=/slow")).await.status,
+        200
+    );
+
+    // OK purges it: the page says it is gone, and so does the admin API.
+    page.answer_dialogs(true);
+    page.click("#purge").await;
+    page.until(
+        "purged and gone",
+        "document.getElementById('purge-result').textContent === 'purged /slow' && (document.getElementById('lookup-message')?.textContent ?? '').includes('no entry for /slow')",
+    )
+    .await;
+    assert_eq!(page.dialogs().len(), 2);
+    assert_eq!(
+        get(&c, &slate.admin_url("/entry?url=/slow")).await.status,
+        404
+    );
+    assert_eq!(
+        get(&c, &slate.url("/slow")).await.cache().fwd(),
+        Some("uri-miss")
+    );
+
+    let png = page.screenshot().await;
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    if let Ok(keep) = std::env::var("SLATE_KEEP_SCREENSHOT") {
+        std::fs::write(keep, &png).unwrap();
+    }
+    slate.stop().await;
+}
+
+/// Off `purge.allow`, the page names no report until the admin token is typed into it; the
+/// lookups then carry the token too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_shows_reports_only_with_the_admin_token() {
+    let origin = origin().await;
+    let slate = Slate::builder(&origin.url())
+        .config(RULE)
+        .config("[purge]\nallow = []\ntoken = \"s3cret-token\"\n")
+        .start()
+        .await;
+    let c = client();
+    get(&c, &slate.url("/slow")).await;
+    let plain = get(&c, &slate.admin_url("/status")).await;
+    assert_eq!(plain.status, 200);
+    assert!(
+        !plain.text().contains("data-url=\"/slow\""),
+        "no report without the token"
+    );
+    let bad = get(&c, &slate.admin_url("/status?refresh=0")).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad
+        .text()
+        .contains("refresh must be whole seconds from 1 to 3600"));
+
+    let dir = TempDir::new("cdp-token");
+    let browser = cdp::Browser::launch(&dir);
+    let page = browser.page(&c).await;
+    page.navigate(&slate.admin_url("/status?refresh=1")).await;
+    assert_eq!(
+        page.eval(&first_in("top-fill")).await,
+        serde_json::Value::Null
+    );
+    look_up(&page, "/slow").await;
+    page.until(
+        "refused without the token",
+        "(document.getElementById('lookup-message')?.textContent ?? '').includes('purge.allow')",
+    )
+    .await;
+    page.click("#token").await;
+    page.type_text("s3cret-token").await;
+    page.press("Tab", 9).await;
+    page.until("listed with the token", &lists("top-fill", "/slow"))
+        .await;
+    page.click("#lookup-go").await;
+    page.until(
+        "found with the token",
+        "document.querySelector('#entry')?.dataset.status === 'fresh'",
+    )
+    .await;
     slate.stop().await;
 }
