@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the hit path's own work: key normalization and hashing, entry
 //! encode/decode, canonical request bodies and rounded times, and the in-process stores'
-//! lookups (moka before issue 15, `CostCache` now). `cargo bench --bench micro`
-//! (`cargo bench --bench micro -- store` for the stores alone).
+//! lookups (moka before issue 15, `CostCache` now), and counting a request for `/top`.
+//! `cargo bench --bench micro` (`cargo bench --bench micro -- store` for the stores alone,
+//! `-- top` for `/top`'s).
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -11,6 +12,7 @@ use slate::config::Glob;
 use slate::entry::Entry;
 use slate::evict::CostCache;
 use slate::key;
+use slate::top::{Event, Report, Top};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -276,6 +278,73 @@ fn stores(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a request pays to be counted for `/top` (`Top::record`): a hit on a report the
+/// summaries track (the hit path), and a fill of a URL never seen, into full summaries
+/// (eviction); on one thread and on two at once.
+fn top(c: &mut Criterion) {
+    const REPORTS: usize = 200;
+    const BATCH: usize = 1000;
+    let urls: Arc<Vec<String>> = Arc::new(
+        (0..REPORTS)
+            .map(|i| format!("/analytics/sales?region=r{i}&year=2026"))
+            .collect(),
+    );
+    let now = 1_700_000_000_000;
+    let top = Arc::new(Top::default());
+    for u in urls.iter() {
+        top.record(now, &report(u), Event::Miss);
+    }
+    let mut g = c.benchmark_group("top record");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let mut at = 0;
+    g.bench_function("hit, tracked report", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                at = (at + 1) % REPORTS;
+                top.record(now, &report(&urls[at]), Event::Hit { saved_ms: 1200 });
+            }
+        })
+    });
+    let (t, u) = (top.clone(), urls.clone());
+    let two: Work = Arc::new(move |th, n| {
+        for i in 0..n {
+            let url = &u[(i * 7 + th * 13) % REPORTS];
+            t.record(now, &report(url), Event::Hit { saved_ms: 1200 });
+        }
+    });
+    g.bench_function("hit, tracked report, 2 threads", |b| {
+        b.iter_custom(|iters| two_threads(&two, iters as usize * BATCH))
+    });
+    let full = Top::default();
+    let mut n = 0u64;
+    g.bench_function("fill, new URL, full summaries", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                n += 1;
+                let u = format!("/analytics/sales?id={n}");
+                full.record(
+                    now,
+                    &report(&u),
+                    Event::Fill {
+                        micros: 1500 + n % 1000,
+                    },
+                );
+            }
+        })
+    });
+    g.finish();
+    black_box(top.ranking(now, slate::top::By::Hits, 10));
+}
+
+/// A report of the `/analytics/` rule, as the request path names it.
+fn report(url: &str) -> Report<'_> {
+    Report {
+        url,
+        body: None,
+        rule: Some("/analytics/"),
+    }
+}
+
 /// One thread's lookups: `(thread, how many)`.
 type Work = Arc<dyn Fn(usize, usize) + Send + Sync>;
 
@@ -303,5 +372,5 @@ impl moka::Expiry<String, Arc<Entry>> for KeepFor {
     }
 }
 
-criterion_group!(benches, keys, entries, bodies, stores);
+criterion_group!(benches, keys, entries, bodies, stores, top);
 criterion_main!(benches);

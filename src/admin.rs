@@ -1,5 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/status`, `/entry` and `POST /purge` (the
-//! last two authorized like the `PURGE` method, by [`crate::purge_api`]).
+//! The admin listener: `/metrics`, `/healthz`, `/status`, `/entry`, `/top` and `POST /purge`
+//! (the last three authorized like the `PURGE` method, by [`crate::purge_api`]).
 
 use crate::body::ProxyBody;
 use crate::config::Config;
@@ -7,6 +7,7 @@ use crate::error::{json_response, ProxyError};
 use crate::instance::Shared;
 use crate::purge::Verdict;
 use crate::purge_api::{authorized, forbidden, purge_json};
+use crate::top::By;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
@@ -31,20 +32,78 @@ pub async fn handle(
             );
             Ok(r)
         }
-        (Method::GET, "/status") => {
-            let ok = store_ok(&shared).await;
-            Ok(crate::status::page(&shared, &cfg, ok))
-        }
+        (Method::GET, "/status") => match crate::status::refresh_param(req.uri().query()) {
+            Ok(refresh_s) => {
+                let view = crate::status::View {
+                    authorized: authorized(&cfg, req.headers(), peer),
+                    refresh_s,
+                };
+                let ok = store_ok(&shared).await;
+                Ok(crate::status::page(&shared, &cfg, ok, &view))
+            }
+            Err(e) => Err(ProxyError::BadRequest(e)),
+        },
         (Method::GET | Method::POST, "/entry") => entry(&shared, &cfg, req, peer).await,
+        (Method::GET, "/top") => top(&shared, &cfg, &req, peer),
         (Method::POST, "/purge") => purge_json(&shared, &cfg, req, peer).await,
-        (_, "/healthz" | "/metrics" | "/status" | "/entry" | "/purge") => Err(
+        (_, "/healthz" | "/metrics" | "/status" | "/entry" | "/top" | "/purge") => Err(
             ProxyError::MethodNotAllowed("method not allowed here".into()),
         ),
         _ => Err(ProxyError::NotFound(
-            "admin endpoints: GET /metrics /healthz /status /entry?url=, POST /purge".into(),
+            "admin endpoints: GET /metrics /healthz /status /entry?url= /top?by=&n=, POST /purge"
+                .into(),
         )),
     };
     r.unwrap_or_else(|e| e.response())
+}
+
+/// `GET /top?by=misses|fill_time|saved|hits&n=20`: the reports that cost the back end most
+/// over the last hour (see [`crate::top`]).
+fn top(
+    shared: &Shared,
+    cfg: &Config,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if !authorized(cfg, req.headers(), peer) {
+        return Err(forbidden(shared, peer, "/top", None));
+    }
+    let (by, n) = top_params(req.uri().query()).map_err(ProxyError::BadRequest)?;
+    let ranking = shared.top.ranking(shared.clock.now_ms(), by, n);
+    Ok(json_response(StatusCode::OK, &ranking.to_json(by)))
+}
+
+/// The most rows `/top` answers with.
+pub(crate) const TOP_MAX_N: usize = 100;
+
+/// `by` (default `fill_time`) and `n` (default 20) of `/top`; anything else is refused,
+/// so that a misspelt parameter is not silently ignored.
+fn top_params(query: Option<&str>) -> Result<(By, usize), String> {
+    let (mut by, mut n) = (None, None);
+    for kv in query.unwrap_or("").split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+        match k {
+            "by" if by.is_none() => {
+                let names: Vec<&str> = By::ALL.iter().map(|b| b.as_str()).collect();
+                by =
+                    Some(By::parse(&v).ok_or_else(|| {
+                        format!("by must be one of {}, not {v:?}", names.join(", "))
+                    })?);
+            }
+            "n" if n.is_none() => {
+                let bad = || format!("n must be a whole number from 1 to {TOP_MAX_N}, not {v:?}");
+                let parsed: usize = v.parse().map_err(|_| bad())?;
+                if !(1..=TOP_MAX_N).contains(&parsed) {
+                    return Err(bad());
+                }
+                n = Some(parsed);
+            }
+            "by" | "n" => return Err(format!("{k} given twice")),
+            _ => return Err(format!("unknown parameter {k:?}: /top takes by and n")),
+        }
+    }
+    Ok((by.unwrap_or(By::FillTime), n.unwrap_or(20)))
 }
 
 /// Gauges read at scrape time: the in-process tier, fills in flight, the purge log.
@@ -280,4 +339,35 @@ async fn entry(
             "found_in": if in_l1 { "l1" } else { shared.store.entries.name() },
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_params_take_by_and_n_and_refuse_anything_else() {
+        assert_eq!(top_params(None), Ok((By::FillTime, 20)));
+        assert_eq!(top_params(Some("by=misses&n=5")), Ok((By::Misses, 5)));
+        assert_eq!(top_params(Some("n=100&by=saved")), Ok((By::Saved, 100)));
+        assert_eq!(top_params(Some("by=hits&")), Ok((By::Hits, 20)));
+        assert_eq!(top_params(Some("by=fill%5Ftime")), Ok((By::FillTime, 20)));
+        for (q, says) in [
+            (
+                "by=slowest",
+                "by must be one of hits, misses, fill_time, saved",
+            ),
+            ("by=", "by must be one of"),
+            ("n=0", "n must be a whole number from 1 to 100"),
+            ("n=101", "from 1 to 100"),
+            ("n=-1", "from 1 to 100"),
+            ("n=ten", "not \"ten\""),
+            ("n=99999999999999999999999", "from 1 to 100"),
+            ("by=hits&by=misses", "by given twice"),
+            ("top=5", "unknown parameter \"top\""),
+        ] {
+            let e = top_params(Some(q)).unwrap_err();
+            assert!(e.contains(says), "{q}: {e}");
+        }
+    }
 }

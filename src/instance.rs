@@ -35,6 +35,8 @@ pub struct Shared {
     pub upstream: Upstream,
     pub clock: Clock,
     pub metrics: Metrics,
+    /// The reports that cost the back end most over the last hour (`GET /top`).
+    pub top: crate::top::Top,
     /// Fills and refreshes in flight; drained on shutdown.
     pub tasks: TaskTracker,
 }
@@ -68,6 +70,7 @@ impl Instance {
             ahead: Ahead::default(),
             clock,
             metrics: Metrics::default(),
+            top: Default::default(),
             tasks: TaskTracker::new(),
         };
         Instance {

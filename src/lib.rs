@@ -27,6 +27,8 @@
 //!   `metrics`.
 //! - `config`: `config.toml` → validated [`config::Config`], live reload.
 //! - `demo`: the built-in slow report origin of `slate --demo`.
+//! - `top`: the reports that cost the back end most over the last hour (Space-Saving
+//!   summaries in bounded memory), for `GET /top` and `/status`.
 //! - `clock`, `body`: the clock tests advance, the one body type slate sends.
 //!
 //! The binary (`main.rs`) adds `admin_cli`: `slate purge` and `slate inspect`, a client of
@@ -59,6 +61,7 @@ mod queue;
 pub mod server;
 mod status;
 mod store;
+pub mod top;
 mod upstream;
 
 pub use error::error_chain;

@@ -54,10 +54,10 @@ struct Missed {
 }
 
 /// Answers a cacheable GET or HEAD.
-pub(super) async fn serve(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: Lookup) -> Answer {
+pub(super) async fn serve(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) -> Answer {
     let mut last = Again::Abandoned;
     for _ in 0..MAX_ROUNDS {
-        match round(shared, cfg, &lookup).await {
+        match round(shared, cfg, lookup).await {
             Round::Done(answer) => return answer,
             Round::Again(why) => last = why,
         }

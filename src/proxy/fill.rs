@@ -191,9 +191,19 @@ impl Fill {
         let request_ms = sh.clock.now_ms();
         let deadline = tokio::time::Instant::now() + cfg.upstream.timeout;
         let started = std::time::Instant::now();
+        // What the upstream spent on it, for `/top`: failures too (a report that times
+        // out costs the back end the whole timeout).
+        let count = |took: Duration| {
+            let micros = took.as_micros().min(u64::MAX as u128) as u64;
+            let ev = crate::top::Event::Fill { micros };
+            sh.top.record(sh.clock.now_ms(), &self.lookup.report(), ev);
+        };
         let resp = match self.send().await {
             Ok(r) => r,
-            Err(e) => return self.failed(e, "fill failed"),
+            Err(e) => {
+                count(started.elapsed());
+                return self.failed(e, "fill failed");
+            }
         };
         let (parts, body) = resp.into_parts();
         // A 304's (or 204's) Content-Length describes the representation, not a body that
@@ -220,11 +230,15 @@ impl Fill {
                 let private = self.stream(parts, chunks, rest);
                 return (Arc::new(Outcome::Pass), Some(private));
             }
-            Err(e) => return self.failed(e, "fill body failed; nothing stored"),
+            Err(e) => {
+                count(started.elapsed());
+                return self.failed(e, "fill body failed; nothing stored");
+            }
         };
         sh.metrics.bytes_from_upstream.add(body.len() as u64);
         let fetch_time = started.elapsed();
         sh.metrics.upstream_latency.observe(fetch_time);
+        count(fetch_time);
         let response_ms = sh.clock.now_ms();
         let (status, mut headers, body, revalidated) = match (&self.validate, parts.status) {
             (Some(old), StatusCode::NOT_MODIFIED) => {

@@ -140,9 +140,11 @@ async fn cacheable(
         request::Cacheable::Lookup(l) => l,
         request::Cacheable::Passed(answer) => return Ok(answer),
     };
-    let shown = lookup.shown_key.clone();
-    let mut answer = cached::serve(shared, cfg, *lookup).await;
-    if let (Some((key, inputs)), Ok((resp, _))) = (shown, &mut answer) {
+    let mut answer = cached::serve(shared, cfg, &lookup).await;
+    if let Ok((_, status)) = &answer {
+        count_for_top(shared, &lookup, status);
+    }
+    if let (Some((key, inputs)), Ok((resp, _))) = (lookup.shown_key, &mut answer) {
         let h = resp.headers_mut();
         for (name, value) in [("slate-key", key), ("slate-key-inputs", inputs)] {
             if let Ok(v) = HeaderValue::from_str(&value) {
@@ -151,6 +153,20 @@ async fn cacheable(
         }
     }
     answer
+}
+
+/// A hit or a miss of a report, for `/top` (its fills are counted where they run).
+fn count_for_top(shared: &Shared, lookup: &request::Lookup, status: &CacheStatus) {
+    let event = match status.phase {
+        p if crate::metrics::is_hit(p) => crate::top::Event::Hit {
+            saved_ms: status.saved_ms,
+        },
+        Phase::Miss => crate::top::Event::Miss,
+        _ => return,
+    };
+    shared
+        .top
+        .record(shared.clock.now_ms(), &lookup.report(), event);
 }
 
 /// What is refused before the URL is even read.

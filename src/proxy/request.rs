@@ -36,6 +36,9 @@ pub(super) struct Lookup {
     /// `Slate-Debug: key` from a source allowed to see it: the store key and what it was
     /// made of, for the answer's `Slate-Key` and `Slate-Key-Inputs`.
     pub shown_key: Option<(String, String)>,
+    /// A lookup keyed on its body: the canonical body's digest, naming the report in
+    /// `/top` as in `Slate-Key-Inputs`.
+    pub body_digest: Option<String>,
 }
 
 /// Whether a request asks to see its key (`Slate-Debug: key`, among other tokens).
@@ -205,10 +208,14 @@ fn key_inputs(
         s.push_str(&format!("; {h}={v:?}"));
     }
     if let Some((_, _, canonical)) = body {
-        let d = blake3::hash(canonical);
-        s.push_str(&format!("; body=blake3:{}", &d.to_hex()[..32]));
+        s.push_str(&format!("; body={}", body_digest(canonical)));
     }
     s
+}
+
+/// A canonical body's digest as operators see it: `blake3:` and 32 hex digits.
+fn body_digest(canonical: &[u8]) -> String {
+    format!("blake3:{}", &blake3::hash(canonical).to_hex()[..32])
 }
 
 /// A raw body's part of the key: the bytes as sent, and the type they say they are.
@@ -239,6 +246,9 @@ impl Lookup {
     ) -> Lookup {
         let key_headers = rule.map_or(&[][..], |r| &r.key_headers[..]);
         let inputs = show_key.then(|| key_inputs(&url, key_headers, &headers, body.as_ref()));
+        let body_digest = body
+            .as_ref()
+            .map(|(_, _, canonical)| body_digest(canonical));
         let input = body
             .as_ref()
             .map(|(method, _, canonical)| key::BodyInput { method, canonical });
@@ -255,7 +265,17 @@ impl Lookup {
             peer,
             shown_key: inputs.map(|i| (key.key.clone(), i)),
             body: body.map(|(m, b, _)| (m, b)),
+            body_digest,
             key,
+        }
+    }
+
+    /// The report this lookup is for, as `/top` names it.
+    pub fn report(&self) -> crate::top::Report<'_> {
+        crate::top::Report {
+            url: &self.key.url.url,
+            body: self.body_digest.as_deref(),
+            rule: self.rule.as_deref().map(|r| r.path.as_str()),
         }
     }
 
