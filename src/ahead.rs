@@ -1,7 +1,9 @@
 //! Refresh-ahead: entries that were asked for during their life, and when to refresh them.
 //!
 //! A hit on an entry whose rule has `refresh_ahead` notes the entry here with the moment it
-//! is due (`refresh_ahead` before it expires). A loop (in the crate root) takes what is due,
+//! is due (`refresh_ahead` before it expires); so does a client that waited for its fill
+//! (here or on another instance) and was answered with it, since at 9:00 every viewer of a
+//! report waits for its one fill. Only its filler's own miss does not count. A loop (in the crate root) takes what is due,
 //! looks it up again and, if it still has that little to live, refreshes it in the
 //! background through the fill queue, so the next client after its expiry gets a hit, not a
 //! 20-second recompute. Across instances one refresh happens: the fill lock makes the

@@ -287,17 +287,27 @@ async fn dated_origin(clock: &slate::clock::Clock, delay: Duration) -> Origin {
     .await
 }
 
+/// One instance on `store` with `rules`, its clock, and a dated origin taking `delay`.
+async fn dated_slate(
+    store: &StoreUnderTest,
+    delay: Duration,
+    rules: &str,
+) -> (slate::clock::Clock, Origin, Slate) {
+    let clock = slate::clock::Clock::system();
+    let origin = dated_origin(&clock, delay).await;
+    let slate = Slate::builder(&origin.url())
+        .store(store)
+        .clock(clock.clone())
+        .config(rules)
+        .start()
+        .await;
+    (clock, origin, slate)
+}
+
 /// Refresh-ahead: an entry hit during its life is refreshed before it expires, and the
 /// next client after its expiry gets a hit, not a miss.
 async fn refresh_ahead_keeps_a_popular_report_warm(store: StoreUnderTest) {
-    let clock = slate::clock::Clock::system();
-    let origin = dated_origin(&clock, Duration::ZERO).await;
-    let slate = Slate::builder(&origin.url())
-        .store(&store)
-        .clock(clock.clone())
-        .config(AHEAD)
-        .start()
-        .await;
+    let (clock, origin, slate) = dated_slate(&store, Duration::ZERO, AHEAD).await;
     let c = client();
     let url = slate.url("/popular");
     assert_eq!(get(&c, &url).await.text(), "report #1");
@@ -329,7 +339,188 @@ async fn refresh_ahead_keeps_a_popular_report_warm(store: StoreUnderTest) {
     slate.stop().await;
 }
 
-on_both_stores!(refresh_ahead_keeps_a_popular_report_warm);
+/// Refresh-ahead with room to look twice: 20 s of life, refreshed in its last 5 s.
+const AHEAD_20: &str =
+    "[[rules]]\npath = \"/\"\nttl = \"20s\"\nrefresh_ahead = \"5s\"\nstale_while_revalidate = \"0s\"\n";
+
+/// How long the 9:00 origin computes a report: long enough for the other viewers to join.
+const COMPUTE: Duration = Duration::from_millis(1500);
+
+/// 9:00 for one report: `first` opens it and starts its fill; once the origin computes it,
+/// `others` open it too, and wait for that fill. The answers: the filler's, then theirs.
+async fn nine_o_clock(
+    c: &HttpClient,
+    origin: &Origin,
+    path: &str,
+    first: String,
+    others: Vec<String>,
+) -> (Got, Vec<Got>) {
+    let filler = tokio::spawn({
+        let c = c.clone();
+        async move { get(&c, &first).await }
+    });
+    eventually("the fill reaches the origin", COMPUTE, || async {
+        (origin.hits(path) == 1).then_some(())
+    })
+    .await;
+    let waiters = get_all(c, others).await;
+    let filler = filler.await.expect("the filler's GET");
+    assert!(
+        !filler.cache().is_hit() && !filler.cache().has("collapsed"),
+        "{}",
+        filler.cache_status()
+    );
+    for (i, w) in waiters.iter().enumerate() {
+        assert_eq!(w.status, 200, "viewer {i}: {}", w.text());
+        assert!(
+            w.cache().has("collapsed"),
+            "viewer {i} waited for the fill: {}",
+            w.cache_status()
+        );
+    }
+    assert_eq!(origin.hits(path), 1, "one fill");
+    (filler, waiters)
+}
+
+/// Moves 16 s on, into the last 5 s of `/report`'s life (`AHEAD_20`), and waits until it
+/// is refreshed ahead once and the refresh is stored.
+async fn refreshed_in_its_window(clock: &slate::clock::Clock, origin: &Origin, slates: &[Slate]) {
+    clock.advance(Duration::from_secs(16));
+    eventually(
+        "the report is refreshed ahead",
+        Duration::from_secs(10),
+        || async { (origin.hits("/report") == 2).then_some(()) },
+    )
+    .await;
+    eventually("the refresh is stored", Duration::from_secs(5), || async {
+        let idle = slates
+            .iter()
+            .all(|s| s.instance.shared.flights.in_flight() == 0);
+        idle.then_some(())
+    })
+    .await;
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// Viewers who opened a report while its one fill ran, and got that fill's answer, asked
+/// for it as much as a hit would have: refresh-ahead refreshes it, and the first viewer
+/// after its expiry gets a hit.
+async fn viewers_who_waited_for_the_fill_make_it_popular(store: StoreUnderTest) {
+    let (clock, origin, slate) = dated_slate(&store, COMPUTE, AHEAD_20).await;
+    let c = client();
+    let url = slate.url("/report");
+    let (filler, _) = nine_o_clock(&c, &origin, "/report", url.clone(), vec![url.clone(); 4]).await;
+    assert_eq!(filler.text(), "report #1");
+    assert_eq!(slate.instance.shared.ahead.len(), 1, "noted for a refresh");
+    refreshed_in_its_window(&clock, &origin, std::slice::from_ref(&slate)).await;
+    // Past the first entry's expiry: the next viewer is not the one who waits.
+    clock.advance(Duration::from_secs(5));
+    let g = get(&c, &url).await;
+    assert!(g.cache().is_hit(), "{}", g.cache_status());
+    assert_eq!(g.text(), "report #2");
+    let m = get(&c, &slate.admin_url("/metrics")).await.text();
+    assert_eq!(metric(&m, "slate_misses_after_hits_total"), 0, "{m}");
+    assert_eq!(metric(&m, "slate_refreshed_ahead_total"), 1, "{m}");
+    assert_eq!(origin.hits("/report"), 2);
+    slate.stop().await;
+}
+
+/// A report opened once is filled once, and that one ask is its filler's: it is not also
+/// an ask after it was stored, so refresh-ahead leaves it to expire.
+async fn one_refresh_is_counted_once(store: StoreUnderTest) {
+    let (clock, origin, slate) = dated_slate(&store, Duration::ZERO, AHEAD_20).await;
+    let c = client();
+    let url = slate.url("/once");
+    let g = get(&c, &url).await;
+    assert_eq!(g.text(), "report #1");
+    assert!(g.cache().has("stored"), "{}", g.cache_status());
+    assert_eq!(slate.instance.shared.ahead.len(), 0, "not popular");
+    // Within what would be its refresh window, and then past its expiry: nothing was
+    // noted, so nothing refreshed it; the next viewer recomputes it, and that miss is not
+    // one on a report asked for during its life.
+    clock.advance(Duration::from_secs(16));
+    assert_eq!(slate.instance.shared.ahead.len(), 0);
+    clock.advance(Duration::from_secs(5));
+    let g = get(&c, &url).await;
+    assert_eq!(g.text(), "report #2", "{}", g.cache_status());
+    assert!(!g.cache().is_hit());
+    let m = get(&c, &slate.admin_url("/metrics")).await.text();
+    assert_eq!(metric(&m, "slate_refreshed_ahead_total"), 0, "{m}");
+    assert_eq!(metric(&m, "slate_misses_after_hits_total"), 0, "{m}");
+    assert_eq!(origin.hits("/once"), 2);
+    slate.stop().await;
+}
+
+on_both_stores!(
+    refresh_ahead_keeps_a_popular_report_warm,
+    viewers_who_waited_for_the_fill_make_it_popular,
+    one_refresh_is_counted_once,
+);
+
+/// `n` instances on `store`, all on `clock`, with `rules`.
+async fn instances(
+    n: usize,
+    origin: &Origin,
+    store: &StoreUnderTest,
+    clock: &slate::clock::Clock,
+    rules: &str,
+) -> Vec<Slate> {
+    let mut slates = Vec::new();
+    for _ in 0..n {
+        let s = Slate::builder(&origin.url())
+            .store(store)
+            .clock(clock.clone())
+            .config(rules)
+            .start()
+            .await;
+        slates.push(s);
+    }
+    slates
+}
+
+/// Three instances on one Redis: one fills, and viewers on every instance wait for it (on
+/// its own instance, and on the others through the fill lock). Each instance notes the
+/// report as popular; it is refreshed once between them, and after its first expiry every
+/// instance answers it with a hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_on_every_instance_make_it_popular() {
+    let redis = RedisServer::start();
+    let store = StoreUnderTest::Redis(redis.url());
+    let clock = slate::clock::Clock::system();
+    let origin = dated_origin(&clock, COMPUTE).await;
+    let slates = instances(3, &origin, &store, &clock, AHEAD_20).await;
+    let c = client();
+    let others = vec![
+        slates[0].url("/report"),
+        slates[1].url("/report"),
+        slates[1].url("/report"),
+        slates[2].url("/report"),
+    ];
+    nine_o_clock(&c, &origin, "/report", slates[0].url("/report"), others).await;
+    for (i, s) in slates.iter().enumerate() {
+        assert_eq!(s.instance.shared.ahead.len(), 1, "instance {i} noted it");
+    }
+    let m = get(&c, &slates[1].admin_url("/metrics")).await.text();
+    assert!(metric(&m, "slate_remote_fill_waits_total") >= 1, "{m}");
+    refreshed_in_its_window(&clock, &origin, &slates).await;
+    clock.advance(Duration::from_secs(5));
+    for (i, s) in slates.iter().enumerate() {
+        let g = get(&c, &s.url("/report")).await;
+        assert!(g.cache().is_hit(), "instance {i}: {}", g.cache_status());
+        assert_eq!(g.text(), "report #2", "instance {i}");
+        let m = get(&c, &s.admin_url("/metrics")).await.text();
+        assert_eq!(metric(&m, "slate_misses_after_hits_total"), 0, "{m}");
+    }
+    assert_eq!(origin.hits("/report"), 2, "one refresh between the three");
+    for s in slates {
+        s.stop().await;
+    }
+}
 
 /// Three instances that all hit an entry refresh it once between them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -340,16 +531,7 @@ async fn one_refresh_ahead_across_instances() {
             .await;
     let store = StoreUnderTest::Redis(redis.url());
     let clock = slate::clock::Clock::system();
-    let mut slates = Vec::new();
-    for _ in 0..3 {
-        let s = Slate::builder(&origin.url())
-            .store(&store)
-            .clock(clock.clone())
-            .config(AHEAD)
-            .start()
-            .await;
-        slates.push(s);
-    }
+    let slates = instances(3, &origin, &store, &clock, AHEAD).await;
     let c = client();
     get(&c, &slates[0].url("/shared")).await;
     for s in &slates {

@@ -124,6 +124,8 @@ async fn round(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) -> Roun
                     revalidated: false,
                 }));
                 let now = shared.clock.now_ms();
+                // Asked for after it was stored, like any hit.
+                note_hit(shared, cfg, lookup, &e, now);
                 let s = CacheStatus::hit(e.ttl_ms(now));
                 return Round::Done(Ok((
                     entry_response(shared, &e, true, now, &lookup.headers),
@@ -177,6 +179,14 @@ impl Missed {
                 revalidated,
             } => {
                 let phase = if *collapsed { Phase::Collapsed } else { phase };
+                // A viewer who waited for someone else's fill (here, or on another instance
+                // that stored it) asked for the entry as much as one who came a second
+                // later and hit it: at 9:00 every viewer of a report waits for its one
+                // fill, and none of them would count otherwise. The filler's own miss is
+                // not one (`Miss`): a report nobody else asked for is not refreshed.
+                if phase == Phase::Collapsed && (*stored || *collapsed) {
+                    note_hit(shared, cfg, lookup, entry, now);
+                }
                 if let (true, Some(s)) = (entry.status.is_server_error(), on_error) {
                     let code = Some(entry.status.as_u16());
                     let st = stale_on_failure(s, Detail::StaleIfError, code, now);
@@ -250,8 +260,9 @@ fn retry_after(cfg: &Config) -> u64 {
     (cfg.upstream.queue_timeout.as_secs() / 6).clamp(1, 30)
 }
 
-/// A hit on an entry of a `refresh_ahead` rule: noted, to be refreshed that long before it
-/// expires; at once when it has that little to live already.
+/// A hit on an entry of a `refresh_ahead` rule (or a wait for its fill by anyone but its
+/// filler): noted, to be refreshed that long before it expires; at once when it has that
+/// little to live already.
 fn note_hit(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup, e: &Arc<Entry>, now: u64) {
     let Some(ahead) = lookup.rule.as_ref().and_then(|r| r.refresh_ahead) else {
         return;
