@@ -27,6 +27,7 @@
 //!   `metrics`.
 //! - `config`: `config.toml` → validated [`config::Config`], live reload.
 //! - `demo`: the built-in slow report origin of `slate --demo`.
+//! - `otel`: request traces over OTLP/HTTP (`[tracing]`), one span a step.
 //! - `clock`, `body`: the clock tests advance, the one body type slate sends.
 //!
 //! Tests and embedders start an instance in-process: build it with [`Instance::start`] and
@@ -47,6 +48,7 @@ mod error;
 mod instance;
 pub mod key;
 mod metrics;
+mod otel;
 mod phase;
 mod policy;
 mod proxy;
@@ -59,6 +61,8 @@ mod store;
 mod upstream;
 
 pub use instance::{Instance, Shared, StartError};
+/// The target of the spans of request traces, which the binary's log filter turns off.
+pub use otel::TARGET as TRACE_TARGET;
 /// The eviction policy of the in-process stores, public for `examples/eviction_sim.rs` and
 /// the micro-benchmarks.
 pub use store::evict;
@@ -83,9 +87,14 @@ impl Instance {
         let cfg = self.shared.live.get();
         let (stop_tx, stop_rx) = watch::channel(None);
         let poller = tokio::spawn(self.shared.purges.clone().poll(stop_rx.clone()));
-        let warmer = tokio::spawn(warm_loop(self.shared.clone(), stop_rx.clone()));
+        // Whatever may fill runs under the instance's tracing, when it has it.
+        let otel = self.shared.otel.as_ref();
+        let warmer = tokio::spawn(otel::under(
+            otel,
+            warm_loop(self.shared.clone(), stop_rx.clone()),
+        ));
         let sampler = tokio::spawn(sample_loop(self.shared.clone()));
-        let ahead = tokio::spawn(ahead_loop(self.shared.clone()));
+        let ahead = tokio::spawn(otel::under(otel, ahead_loop(self.shared.clone())));
         let sh = self.shared.clone();
         let proxy = tokio::spawn({
             let cfg = cfg.server.clone();
@@ -94,7 +103,10 @@ impl Instance {
                 server::serve(
                     listener,
                     &cfg,
-                    move |req, peer| proxy::handle(sh.clone(), req, peer),
+                    move |req, peer| {
+                        let otel = sh.otel.as_ref();
+                        otel::under(otel, proxy::handle(sh.clone(), req, peer))
+                    },
                     rx,
                 )
                 .await
@@ -134,6 +146,15 @@ impl Instance {
         warmer.abort();
         sampler.abort();
         ahead.abort();
+        if self.shared.otel.is_some() {
+            let sh = self.shared.clone();
+            let flushed = tokio::task::spawn_blocking(move || {
+                if let Some(t) = &sh.otel {
+                    t.shutdown();
+                }
+            });
+            let _ = flushed.await;
+        }
     }
 }
 

@@ -56,6 +56,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ),
     ("warm", &["urls", "requests", "every"]),
     ("purge", &["allow", "token"]),
+    ("tracing", &["otlp_endpoint"]),
     (
         "rules",
         &[
