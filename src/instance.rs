@@ -6,6 +6,7 @@ use crate::clock::Clock;
 use crate::coalesce::Coalescer;
 use crate::config::{reload::Live, Config};
 use crate::metrics::Metrics;
+use crate::otel::Tracing;
 use crate::purge::Purges;
 use crate::queue::FillQueue;
 use crate::store::{StoreError, Stores};
@@ -39,6 +40,8 @@ pub struct Shared {
     pub top: crate::top::Top,
     /// Fills and refreshes in flight; drained on shutdown.
     pub tasks: TaskTracker,
+    /// Request traces (`[tracing]`), when on.
+    pub(crate) otel: Option<Tracing>,
 }
 
 /// One slate instance. Serve it with `Instance::serve` (in the crate root).
@@ -60,7 +63,13 @@ impl Instance {
     pub async fn with_store(config: Config, clock: Clock, store: Stores) -> Instance {
         let purges = Purges::load(store.log.clone(), store.peers.clone(), clock.clone()).await;
         let queue = FillQueue::new(store.peers.clone(), &config.cache.namespace);
+        // Traces are no reason not to serve: without an exporter, slate runs untraced.
+        let otel = Tracing::start(&config.tracing).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "request tracing is off");
+            None
+        });
         let shared = Shared {
+            otel,
             upstream: Upstream::new(&config.upstream),
             live: Live::new(config),
             store,

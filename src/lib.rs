@@ -29,6 +29,7 @@
 //! - `demo`: the built-in slow report origin of `slate --demo`.
 //! - `top`: the reports that cost the back end most over the last hour (Space-Saving
 //!   summaries in bounded memory), for `GET /top` and `/status`.
+//! - `otel`: request traces over OTLP/HTTP (`[tracing]`), one span a step.
 //! - `clock`, `body`: the clock tests advance, the one body type slate sends.
 //!
 //! The binary (`main.rs`) adds `admin_cli`: `slate purge` and `slate inspect`, a client of
@@ -52,6 +53,7 @@ mod error;
 mod instance;
 pub mod key;
 mod metrics;
+mod otel;
 mod phase;
 mod policy;
 mod proxy;
@@ -66,6 +68,8 @@ mod upstream;
 
 pub use error::error_chain;
 pub use instance::{Instance, Shared, StartError};
+/// The target of the spans of request traces, which the binary's log filter turns off.
+pub use otel::TARGET as TRACE_TARGET;
 /// The eviction policy of the in-process stores, public for `examples/eviction_sim.rs` and
 /// the micro-benchmarks.
 pub use store::evict;
@@ -90,9 +94,14 @@ impl Instance {
         let cfg = self.shared.live.get();
         let (stop_tx, stop_rx) = watch::channel(None);
         let poller = tokio::spawn(self.shared.purges.clone().poll(stop_rx.clone()));
-        let warmer = tokio::spawn(warm_loop(self.shared.clone(), stop_rx.clone()));
+        // Whatever may fill runs under the instance's tracing, when it has it.
+        let otel = self.shared.otel.as_ref();
+        let warmer = tokio::spawn(otel::under(
+            otel,
+            warm_loop(self.shared.clone(), stop_rx.clone()),
+        ));
         let sampler = tokio::spawn(sample_loop(self.shared.clone()));
-        let ahead = tokio::spawn(ahead_loop(self.shared.clone()));
+        let ahead = tokio::spawn(otel::under(otel, ahead_loop(self.shared.clone())));
         let sh = self.shared.clone();
         let proxy = tokio::spawn({
             let cfg = cfg.server.clone();
@@ -101,7 +110,10 @@ impl Instance {
                 server::serve(
                     listener,
                     &cfg,
-                    move |req, peer| proxy::handle(sh.clone(), req, peer),
+                    move |req, peer| {
+                        let otel = sh.otel.as_ref();
+                        otel::under(otel, proxy::handle(sh.clone(), req, peer))
+                    },
                     rx,
                 )
                 .await
@@ -141,6 +153,15 @@ impl Instance {
         warmer.abort();
         sampler.abort();
         ahead.abort();
+        if self.shared.otel.is_some() {
+            let sh = self.shared.clone();
+            let flushed = tokio::task::spawn_blocking(move || {
+                if let Some(t) = &sh.otel {
+                    t.shutdown();
+                }
+            });
+            let _ = flushed.await;
+        }
     }
 }
 

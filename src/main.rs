@@ -82,6 +82,12 @@ enum Command {
 fn init_logs(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("slate={level},warn")));
+    // The spans of request traces are for the OTLP exporter, never for the logs: with
+    // them off here, a request pays nothing for them when tracing is off.
+    let filter = match format!("{}=off", slate::TRACE_TARGET).parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     // Colours only for a terminal: logs sent to a file or a collector stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()

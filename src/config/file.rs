@@ -20,6 +20,7 @@ pub struct FileConfig {
     pub cache: FileCache,
     pub warm: FileWarm,
     pub purge: FilePurge,
+    pub tracing: FileTracing,
     pub rules: Vec<FileRule>,
 }
 
@@ -92,6 +93,12 @@ pub struct FileWarm {
 pub struct FilePurge {
     pub allow: Option<Vec<S>>,
     pub token: Option<S>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileTracing {
+    pub otlp_endpoint: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -54,6 +54,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub warm: WarmConfig,
     pub purge: PurgeConfig,
+    pub tracing: TracingConfig,
     /// Sorted longest path first, so the first match is the longest-prefix match.
     pub rules: Vec<std::sync::Arc<Rule>>,
     /// A short fingerprint of the file's text, shown on `/status` and in reload logs.
@@ -158,6 +159,17 @@ pub struct WarmRequest {
 pub struct PurgeConfig {
     pub allow: Vec<IpNet>,
     pub token: Option<String>,
+}
+
+/// `[tracing]`: where request traces go, if anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP traces URL (`/v1/traces` added to a bare
+    /// `http://host:port`); `None`: tracing is off.
+    pub otlp_endpoint: Option<String>,
+    /// How often finished spans are sent in one batch. Not a file key: the OpenTelemetry
+    /// default (5 s); tests set a short one in code to see their spans at once.
+    pub export_every: Duration,
 }
 
 /// One `[[rules]]` entry: how to cache the paths under `path`.

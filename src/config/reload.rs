@@ -45,7 +45,7 @@ impl Live {
     /// config changed; a bad file is an error and changes nothing.
     ///
     /// Some settings are read once at start-up and cannot follow a reload: the listeners,
-    /// `max_connections`, the store, and `cache.namespace`. A change to any of them is
+    /// `max_connections`, the store, `[tracing]` and `cache.namespace`. A change to any of them is
     /// logged as needing a restart. The namespace is also pinned to the running one in the
     /// config swapped in: the store named its purge-log keys and its event channel after it
     /// when it connected, so entries keyed under a new namespace would be purged and
@@ -67,6 +67,9 @@ impl Live {
         }
         if new.store.kind != old.store.kind {
             restart.push("the store");
+        }
+        if new.tracing != old.tracing {
+            restart.push("[tracing]");
         }
         if new.cache.namespace != old.cache.namespace {
             restart.push("cache.namespace");

@@ -57,6 +57,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ),
     ("warm", &["urls", "requests", "every"]),
     ("purge", &["allow", "token"]),
+    ("tracing", &["otlp_endpoint"]),
     (
         "rules",
         &[

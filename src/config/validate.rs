@@ -582,6 +582,22 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     };
     let purge = PurgeConfig { allow, token };
 
+    let tracing = TracingConfig {
+        otlp_endpoint: file
+            .tracing
+            .otlp_endpoint
+            .as_ref()
+            .filter(|s| !s.get_ref().trim().is_empty())
+            .and_then(|s| match otlp_endpoint(s.get_ref()) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    c.bad(s, "tracing.otlp_endpoint", why);
+                    None
+                }
+            }),
+        export_every: DEFAULT_EXPORT_EVERY,
+    };
+
     let mut rules: Vec<std::sync::Arc<Rule>> = Vec::new();
     let mut seen: Vec<(String, Range<usize>)> = Vec::new();
     for r in &file.rules {
@@ -606,8 +622,32 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         cache,
         warm,
         purge,
+        tracing,
         rules,
         version: blake3::hash(text.as_bytes()).to_hex()[..12].to_string(),
+    })
+}
+
+/// How often spans are exported by default: OpenTelemetry's own batch delay.
+const DEFAULT_EXPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// The traces URL of `tracing.otlp_endpoint`: `http://host:port` gets OTLP/HTTP's
+/// `/v1/traces` (as `OTEL_EXPORTER_OTLP_ENDPOINT` would), a URL with a path is taken as the
+/// traces URL itself. Only `http`: the exporter is built without TLS, and a collector is
+/// normally a local agent.
+fn otlp_endpoint(text: &str) -> Result<String, &'static str> {
+    const WHAT: &str = "expected an OTLP/HTTP collector URL like \"http://127.0.0.1:4318\" (https is not supported)";
+    let uri: http::Uri = text.trim().parse().map_err(|_| WHAT)?;
+    let authority = match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(a)) if !a.host().is_empty() => a,
+        _ => return Err(WHAT),
+    };
+    if uri.query().is_some() {
+        return Err("a collector URL takes no query");
+    }
+    Ok(match uri.path() {
+        "" | "/" => format!("http://{authority}/v1/traces"),
+        path => format!("http://{authority}{path}"),
     })
 }
 
@@ -894,6 +934,45 @@ mod tests {
         assert!(err[0].message.starts_with("rules.key_headers"), "{err:?}");
         let ok = parse("[[rules]]\npath = \"/\"\nttl = \"1h\"\nignore_cookies = true\n").unwrap();
         assert!(ok.rules[0].ignore_cookies);
+    }
+
+    #[test]
+    fn otlp_endpoints() {
+        let off = parse("[tracing]\notlp_endpoint = \"\"\n").unwrap();
+        assert_eq!(off.tracing.otlp_endpoint, None);
+        assert_eq!(parse("").unwrap().tracing.otlp_endpoint, None);
+        let on = |v: &str| {
+            parse(&format!("[tracing]\notlp_endpoint = {v:?}\n"))
+                .map(|c| c.tracing.otlp_endpoint.unwrap_or_default())
+        };
+        assert_eq!(
+            on("http://127.0.0.1:4318").unwrap(),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(
+            on("http://otel:4318/").unwrap(),
+            "http://otel:4318/v1/traces"
+        );
+        assert_eq!(
+            on("http://otel:4318/custom/traces").unwrap(),
+            "http://otel:4318/custom/traces"
+        );
+        for bad in [
+            "127.0.0.1:4318",
+            "https://otel:4318",
+            "grpc://otel:4317",
+            "http://",
+            "http://otel:4318/v1/traces?x=1",
+            "not a url",
+        ] {
+            let err = on(bad).unwrap_err();
+            assert_eq!(err.len(), 1, "{bad}: {err:?}");
+            assert_eq!(err[0].line, 2, "{bad}: {err:?}");
+            assert!(
+                err[0].message.starts_with("tracing.otlp_endpoint: "),
+                "{bad}: {err:?}"
+            );
+        }
     }
 
     #[test]

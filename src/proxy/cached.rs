@@ -17,12 +17,14 @@ use crate::config::Config;
 use crate::entry::Entry;
 use crate::error::ProxyError;
 use crate::instance::Shared;
+use crate::otel;
 use crate::phase::{CacheStatus, Detail, Fwd, Phase};
 use crate::upstream::UpstreamError;
 use http::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 /// Distinct fills one instance runs at once; past this, new misses get 503 at once.
 const MAX_FILLS_IN_FLIGHT: usize = 4096;
@@ -134,7 +136,9 @@ async fn round(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) -> Roun
             }
             let (tx, rx) = oneshot::channel();
             let fill = Fill::new(shared, cfg, lookup, missed.stale.clone(), Some(tx));
-            shared.tasks.spawn(fill.run(permit));
+            shared
+                .tasks
+                .spawn(otel::under(shared.otel.as_ref(), fill.run(permit)));
             match rx.await {
                 Ok(ForLeader::Private(p)) => return Round::Done(Ok(*p)),
                 Ok(ForLeader::Outcome(o)) => (o, Phase::Miss),
@@ -143,7 +147,9 @@ async fn round(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) -> Roun
         }
         Role::Follower(f) => {
             let bound = cfg.upstream.timeout + Duration::from_secs(5);
-            match tokio::time::timeout(bound, f.wait()).await {
+            let span = otel::span!("fill lock wait", slate.lock = "local");
+            let waited = tokio::time::timeout(bound, f.wait()).instrument(span).await;
+            match waited {
                 Ok(o) => (o, Phase::Collapsed),
                 Err(_) => {
                     let e = UpstreamError::Timeout(cfg.upstream.timeout);
@@ -309,7 +315,9 @@ pub(crate) async fn refresh_ahead(shared: &Arc<Shared>, ask: crate::ahead::Ask) 
 fn refresh(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup, stale: Option<Arc<Entry>>) {
     if let Role::Leader(permit) = shared.flights.join(&lookup.key.key) {
         let fill = Fill::new(shared, cfg, lookup, stale, None);
-        shared.tasks.spawn(fill.run(permit));
+        shared
+            .tasks
+            .spawn(otel::under(shared.otel.as_ref(), fill.run(permit)));
     }
 }
 

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::entry::{self, Entry};
 use crate::instance::Shared;
 use crate::key;
+use crate::otel;
 use crate::phase::{CacheStatus, Detail, Fwd, Phase};
 use crate::policy::{self, Decision, Freshness, NoStoreReason};
 use crate::purge::Verdict;
@@ -24,6 +25,7 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tracing::{field, Instrument, Span};
 
 /// Bodies larger than this are decoded and compressed on a blocking thread.
 const BLOCKING_ABOVE: usize = 128 << 10;
@@ -55,6 +57,9 @@ pub(super) struct Fill {
     class: Class,
     /// Who waits for it on this instance (set when it runs).
     interest: Option<Interest>,
+    /// Its span: a step of the request that started it, if one did (made in `new`, where
+    /// that request's span is the current one).
+    span: Span,
 }
 
 /// The stored headers renewed by a 304 (RFC 9111 §3.2, §4.3.4): each header the 304 sends
@@ -104,6 +109,11 @@ impl Fill {
             },
             leader,
             interest: None,
+            span: otel::span!(
+                "fill",
+                slate.class = field::Empty,
+                slate.outcome = field::Empty
+            ),
         }
     }
 
@@ -120,12 +130,23 @@ impl Fill {
         self
     }
 
-    pub async fn run(mut self, permit: Permit) {
+    pub fn run(self, permit: Permit) -> impl std::future::Future<Output = ()> + Send {
+        let span = self.span.clone();
+        self.run_in(permit).instrument(span)
+    }
+
+    async fn run_in(mut self, permit: Permit) {
         self.interest = Some(permit.interest());
+        if !self.span.is_disabled() {
+            self.span.record("slate.class", class_name(self.class));
+        }
         let (outcome, private) = match &self.shared.store.peers {
             Some(peers) => self.across_instances(&**peers).await,
             None => self.fetch().await,
         };
+        if !self.span.is_disabled() {
+            self.span.record("slate.outcome", outcome_name(&outcome));
+        }
         // Release the key only now: the entry (if any) is in the store already.
         permit.finish(outcome.clone());
         if let Some(tx) = self.leader.take() {
@@ -164,7 +185,21 @@ impl Fill {
         };
         let started = std::time::Instant::now();
         let m = &self.shared.metrics;
-        let turn = self.shared.queue.acquire(ask, gone).await;
+        let span = otel::span!("queue wait", slate.queue = field::Empty);
+        let turn = self
+            .shared
+            .queue
+            .acquire(ask, gone)
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
+            let how = match &turn {
+                Ok(_) => "turn",
+                Err(QueueError::Timeout) => "timeout",
+                Err(QueueError::Abandoned) => "abandoned",
+            };
+            span.record("slate.queue", how);
+        }
         match &turn {
             Ok(_) => m.queue_waited.observe(started.elapsed()),
             Err(QueueError::Timeout) => {
@@ -198,13 +233,25 @@ impl Fill {
             let ev = crate::top::Event::Fill { micros };
             sh.top.record(sh.clock.now_ms(), &self.lookup.report(), ev);
         };
-        let resp = match self.send().await {
+        // From the request sent to the whole body read: the back end's computation.
+        let upstream = otel::span!(
+            "upstream request",
+            otel.kind = "client",
+            http.request.method = self.lookup.body.as_ref().map_or("GET", |(m, _)| m.as_str()),
+            url.path = self.lookup.path_and_query.path(),
+            http.response.status_code = field::Empty,
+            slate.bytes = field::Empty,
+        );
+        let resp = match self.send(&upstream).instrument(upstream.clone()).await {
             Ok(r) => r,
             Err(e) => {
                 count(started.elapsed());
-                return self.failed(e, "fill failed");
+                return upstream.in_scope(|| self.failed(e, "fill failed"));
             }
         };
+        if !upstream.is_disabled() {
+            upstream.record("http.response.status_code", resp.status().as_u16());
+        }
         let (parts, body) = resp.into_parts();
         // A 304's (or 204's) Content-Length describes the representation, not a body that
         // follows (RFC 9110 §8.6): there is none to expect.
@@ -219,7 +266,9 @@ impl Fill {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse::<u64>().ok());
         let limit = cfg.store.max_object_size;
-        let read = tokio::time::timeout_at(deadline, read_limited(body, limit, declared)).await;
+        let read = tokio::time::timeout_at(deadline, read_limited(body, limit, declared))
+            .instrument(upstream.clone())
+            .await;
         let read = match read {
             Ok(r) => r.map_err(|e| UpstreamError::Broken(e.to_string())),
             Err(_) => Err(UpstreamError::Timeout(cfg.upstream.timeout)),
@@ -232,9 +281,13 @@ impl Fill {
             }
             Err(e) => {
                 count(started.elapsed());
-                return self.failed(e, "fill body failed; nothing stored");
+                return upstream.in_scope(|| self.failed(e, "fill body failed; nothing stored"));
             }
         };
+        if !upstream.is_disabled() {
+            upstream.record("slate.bytes", body.len() as u64);
+        }
+        drop(upstream);
         sh.metrics.bytes_from_upstream.add(body.len() as u64);
         let fetch_time = started.elapsed();
         sh.metrics.upstream_latency.observe(fetch_time);
@@ -309,7 +362,7 @@ impl Fill {
                         .replaces
                         .as_ref()
                         .is_some_and(|old| usable_on_error(old, now));
-                let stored = !purged && !covered && self.store(&entry, keep).await;
+                let stored = !purged && !covered && self.store_traced(&entry, keep).await;
                 if stored && !revalidated {
                     // What compressing saves, as the operator sees it.
                     let m = &sh.metrics;
@@ -381,9 +434,11 @@ impl Fill {
         true
     }
 
-    /// Sends the fill's request upstream, conditional when it revalidates.
-    async fn send(&self) -> Result<Response<Incoming>, UpstreamError> {
+    /// Sends the fill's request upstream, conditional when it revalidates, as a step of
+    /// `span` (in its `traceparent`).
+    async fn send(&self, span: &Span) -> Result<Response<Incoming>, UpstreamError> {
         let mut req = self.lookup.upstream_request(&self.cfg);
+        otel::inject(span, req.headers_mut());
         if let Some(old) = &self.validate {
             let h = req.headers_mut();
             if let Some(etag) = old.headers.get(header::ETAG) {
@@ -428,6 +483,16 @@ impl Fill {
         let unreachable = self.cfg.cache.stale_if_unreachable.as_millis() as u64;
         let keep = f.keep_for(entry.initial_age_ms, entry.has_validator(), unreachable);
         (Arc::new(entry), keep)
+    }
+
+    /// [`Fill::store`], as a step of the trace.
+    async fn store_traced(&self, entry: &Arc<Entry>, keep: Duration) -> bool {
+        let span = otel::span!("store write", slate.stored = field::Empty);
+        let stored = self.store(entry, keep).instrument(span.clone()).await;
+        if !span.is_disabled() {
+            span.record("slate.stored", stored);
+        }
+        stored
     }
 
     /// Writes an entry under its key, and under its variant key when it varies.
@@ -486,6 +551,27 @@ impl Fill {
         let mut s = CacheStatus::fwd(Phase::Miss, Fwd::UriMiss).detail(Detail::TooLarge);
         s.fwd_status = Some(r.status().as_u16());
         (r, s)
+    }
+}
+
+/// A fill's class, as its trace says it.
+fn class_name(c: Class) -> &'static str {
+    match c {
+        Class::Client => "client",
+        Class::Background => "background",
+        Class::Warm => "warm",
+    }
+}
+
+/// How a fill ended, as its trace says it.
+fn outcome_name(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Shared { stored: true, .. } => "stored",
+        Outcome::Shared { .. } => "shared",
+        Outcome::Pass => "pass",
+        Outcome::Failed(_) => "failed",
+        Outcome::Abandoned => "abandoned",
+        Outcome::Busy => "busy",
     }
 }
 

@@ -5,10 +5,12 @@ use super::request::Lookup;
 use crate::entry::{self, Entry};
 use crate::instance::Shared;
 use crate::key;
+use crate::otel;
 use crate::phase::{Detail, Fwd};
 use crate::policy::RequestDirectives;
 use crate::purge::{PurgeTable, Verdict};
 use std::sync::Arc;
+use tracing::{field, Instrument, Span};
 
 /// How a stored entry stands right now.
 #[derive(Debug)]
@@ -25,10 +27,24 @@ pub(super) enum Found {
     Miss(Fwd),
 }
 
-async fn store_get(shared: &Shared, key: &str) -> Option<Arc<Entry>> {
+/// The entry under `key`; the tier that answers is said on `span` (the lookup's).
+async fn store_get(shared: &Shared, key: &str, span: &Span) -> Option<Arc<Entry>> {
     // This thread's copy of a hot entry: no lookup to time (see `store::hot`).
     if let Some(e) = shared.store.entries.get_hot(key) {
+        if !span.is_disabled() {
+            span.record("slate.tier", "hot");
+        }
         return Some(e);
+    }
+    if !span.is_disabled() {
+        // Asked before the read: a copy in the tier now is the one the read finds.
+        let entries = &shared.store.entries;
+        let tier = if entries.in_l1(key) {
+            "l1"
+        } else {
+            entries.name()
+        };
+        span.record("slate.tier", tier);
     }
     let t = std::time::Instant::now();
     let r = shared.store.entries.get(key).await;
@@ -48,7 +64,22 @@ async fn store_get(shared: &Shared, key: &str) -> Option<Arc<Entry>> {
 /// values (RFC 9111 §4.1). The primary key holds the most recent variant, so the common
 /// case is one store read. `Err` names the kind of miss.
 pub(super) async fn find(shared: &Shared, lookup: &Lookup) -> Result<Arc<Entry>, Fwd> {
-    let e = store_get(shared, &lookup.key.key)
+    let span = otel::span!(
+        "store lookup",
+        slate.tier = field::Empty,
+        slate.found = field::Empty
+    );
+    let found = find_in(shared, lookup, &span)
+        .instrument(span.clone())
+        .await;
+    if !span.is_disabled() {
+        span.record("slate.found", found.is_ok());
+    }
+    found
+}
+
+async fn find_in(shared: &Shared, lookup: &Lookup, span: &Span) -> Result<Arc<Entry>, Fwd> {
+    let e = store_get(shared, &lookup.key.key, span)
         .await
         .ok_or(Fwd::UriMiss)?;
     if e.vary.is_empty() || e.vary_matches(&lookup.headers) {
@@ -59,7 +90,7 @@ pub(super) async fn find(shared: &Shared, lookup: &Lookup) -> Result<Arc<Entry>,
         .iter()
         .map(|(n, _)| (n.clone(), key::vary_value(&lookup.headers, n)))
         .collect();
-    let v = store_get(shared, &key::variant_key(&lookup.key.key, &mine)).await;
+    let v = store_get(shared, &key::variant_key(&lookup.key.key, &mine), span).await;
     v.filter(|v| v.vary_matches(&lookup.headers))
         .ok_or(Fwd::VaryMiss)
 }

@@ -34,12 +34,14 @@ use crate::config::{Config, Rule};
 use crate::error::ProxyError;
 use crate::instance::Shared;
 use crate::key::{self, KeyError, NormalUrl};
+use crate::otel;
 use crate::phase::{CacheStatus, Fwd, Phase};
 use answer::Conditional;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tracing::{field, Instrument};
 
 /// What slate answers a request with, and how the cache saw it.
 type Answer = Result<(Response<ProxyBody>, CacheStatus), ProxyError>;
@@ -54,13 +56,46 @@ struct Routed<'c> {
     rule: Option<&'c Arc<Rule>>,
 }
 
-/// Handles one client request; never fails (errors become answers).
+/// Handles one client request; never fails (errors become answers). Its trace's root
+/// span (a child of the client's, given a `traceparent`) is made here.
 pub async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
+    let span = otel::span!(
+        "request",
+        otel.kind = "server",
+        otel.name = %req.method(),
+        http.request.method = %req.method(),
+        url.path = req.uri().path(),
+        http.response.status_code = field::Empty,
+        slate.cache_status = field::Empty,
+        slate.rule = field::Empty,
+        slate.key = field::Empty,
+        slate.bytes = field::Empty,
+        slate.upstream_status = field::Empty,
+    );
+    otel::continue_trace(&span, req.headers());
+    let resp = respond(shared, req, peer).instrument(span.clone()).await;
+    // Tracing on: what the trace says of the answer (the span is closed when dropped).
+    if !span.is_disabled() {
+        span.record("http.response.status_code", resp.status().as_u16());
+        if let Some(n) = http_body::Body::size_hint(resp.body()).exact() {
+            span.record("slate.bytes", n);
+        }
+    }
+    resp
+}
+
+/// The answer to one request, with its `Cache-Status`.
+async fn respond(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
     let cfg = shared.live.guard();
+    let traced = shared.otel.is_some().then(|| req.method().clone());
     let head = req.method() == Method::HEAD;
     let conditional = (head || req.method() == Method::GET)
         .then(|| Conditional::of(req.headers()))
@@ -120,11 +155,30 @@ pub async fn handle(
     if cfg.log.access_log {
         tracing::info!(target: "slate::access", peer = %peer, status = resp.status().as_u16(), cache = ?status.header());
     }
+    if let Some(m) = &traced {
+        record_outcome(&status, route, m);
+    }
     answer::add_cache_status(&mut resp, &status);
     if head {
         answer::strip_body(&mut resp);
     }
     resp
+}
+
+/// The cache's outcome, on the request's span (the current one).
+fn record_outcome(status: &CacheStatus, route: Option<&str>, method: &Method) {
+    let span = tracing::Span::current();
+    if let Ok(v) = status.header().to_str() {
+        span.record("slate.cache_status", v);
+    }
+    if let Some(r) = route {
+        span.record("slate.rule", r);
+        // As OpenTelemetry names server spans: the method and the route (the rule).
+        otel::rename(&span, format!("{method} {r}"));
+    }
+    if let Some(s) = status.fwd_status {
+        span.record("slate.upstream_status", s);
+    }
 }
 
 /// A request the cache may answer: its lookup, then the cached path; with its key shown

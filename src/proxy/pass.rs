@@ -6,29 +6,44 @@ use crate::body::ProxyBody;
 use crate::config::Config;
 use crate::instance::Shared;
 use crate::key::{self, NormalUrl};
+use crate::otel;
 use crate::phase::{CacheStatus, Fwd, Phase};
 use crate::purge::{PurgeRequest, Target};
 use http::{header, HeaderValue, Request};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tracing::{field, Instrument};
 
 /// Sends a request upstream as is and streams the answer back.
 pub(super) async fn pass(
     shared: &Arc<Shared>,
     cfg: &Arc<Config>,
-    req: Request<ProxyBody>,
+    mut req: Request<ProxyBody>,
     peer: SocketAddr,
     mut status: CacheStatus,
 ) -> Answer {
     shared.metrics.upstream_requests.add(1);
+    // Until the response head: its body streams to the client after.
+    let span = otel::span!(
+        "upstream request",
+        otel.kind = "client",
+        http.request.method = %req.method(),
+        url.path = req.uri().path(),
+        http.response.status_code = field::Empty,
+    );
+    otel::inject(&span, req.headers_mut());
     let resp = shared
         .upstream
         .send(&cfg.upstream, req, Some(peer.ip()))
+        .instrument(span.clone())
         .await
         .inspect_err(|_| {
             shared.metrics.upstream_errors.add(1);
         })?;
+    if !span.is_disabled() {
+        span.record("http.response.status_code", resp.status().as_u16());
+    }
     status.fwd_status = Some(resp.status().as_u16());
     let mut resp = resp.map(ProxyBody::Incoming);
     resp.headers_mut()

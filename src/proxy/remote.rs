@@ -11,12 +11,14 @@ use super::lookup::{look, Found};
 use crate::coalesce::Outcome;
 use crate::entry::Entry;
 use crate::key;
+use crate::otel;
 use crate::store::{Coordination, Event, FillReport, StoreResult};
 use crate::upstream::UpstreamError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
+use tracing::{field, Instrument};
 
 /// How often a waiter on another instance's fill looks at the store, in case it missed
 /// the owner's event.
@@ -92,9 +94,49 @@ enum Waited {
     LockGone,
 }
 
+/// How trying for the fill lock ended.
+enum Tried {
+    /// We hold it (`waited`: after another instance's fill ended without an answer).
+    Taken { waited: bool },
+    /// Another instance's fill answered.
+    Answered(FillResult),
+    /// The store does not answer: fetch without the lock.
+    Unavailable,
+}
+
+impl Tried {
+    fn name(&self) -> &'static str {
+        match self {
+            Tried::Taken { waited: false } => "taken",
+            Tried::Taken { waited: true } => "taken-over",
+            Tried::Answered(_) => "answered",
+            Tried::Unavailable => "unavailable",
+        }
+    }
+}
+
 impl Fill {
     pub(super) async fn across_instances(&self, peers: &dyn Coordination) -> FillResult {
         let lock = FillLock::new(peers, &self.lookup.key.key, self.cfg.store.fill_lease);
+        let span = otel::span!(
+            "fill lock wait",
+            slate.lock = "shared",
+            slate.outcome = field::Empty
+        );
+        let tried = self.try_lock(peers, &lock).instrument(span.clone()).await;
+        if !span.is_disabled() {
+            span.record("slate.outcome", tried.name());
+        }
+        drop(span);
+        match tried {
+            Tried::Taken { waited } => self.fill_holding(&lock, waited).await,
+            Tried::Answered(r) => r,
+            Tried::Unavailable => self.fetch().await,
+        }
+    }
+
+    /// Takes the lock, or waits for the instance holding it to answer.
+    async fn try_lock(&self, peers: &dyn Coordination, lock: &FillLock<'_>) -> Tried {
         // The owner may queue for its turn before it fetches.
         let up = &self.cfg.upstream;
         let deadline = tokio::time::Instant::now() + up.queue_timeout + up.timeout + lock.lease * 2;
@@ -103,17 +145,17 @@ impl Fill {
         let mut waited = false;
         loop {
             match lock.try_take().await {
-                Ok(true) => return self.fill_holding(&lock, waited).await,
+                Ok(true) => return Tried::Taken { waited },
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "fill lock unavailable; fetching without it");
-                    return self.fetch().await;
+                    return Tried::Unavailable;
                 }
             }
             waited = true;
             self.shared.metrics.remote_waits.add(1);
-            match self.wait_for_owner(&lock, &mut events, deadline).await {
-                Waited::Answer(r) => return r,
+            match self.wait_for_owner(lock, &mut events, deadline).await {
+                Waited::Answer(r) => return Tried::Answered(r),
                 Waited::LockGone => continue,
             }
         }

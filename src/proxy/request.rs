@@ -10,6 +10,7 @@ use crate::config::{BodyKey, Config, Rule};
 use crate::error::ProxyError;
 use crate::instance::Shared;
 use crate::key::{self, CacheKey, NormalUrl};
+use crate::otel;
 use crate::phase::{BodyBypass, CacheStatus, Detail, Fwd, Phase};
 use crate::policy::RequestDirectives;
 use crate::upstream::UNKEYED_REQUEST_HEADERS;
@@ -18,6 +19,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tracing::{field, Instrument};
 
 /// A cacheable request, resolved: its rule, key and the headers to send upstream.
 #[derive(Clone)]
@@ -103,10 +105,12 @@ pub(super) async fn lookup(
     let show_key =
         asks_for_key(req.headers()) && crate::purge_api::authorized(cfg, req.headers(), peer);
     let (parts, body) = req.into_parts();
+    // Making the key: reading a keyed body, canonical forms, the hash.
+    let span = otel::span!("key", slate.key = field::Empty);
     let body = match (keyed_body, rule.and_then(|r| r.body_key)) {
         (true, Some(kind)) => {
             let r = rule.map(|r| &**r);
-            match keyed(&parts, body, kind, r).await {
+            match keyed(&parts, body, kind, r).instrument(span.clone()).await {
                 Ok(b) => Some(b),
                 Err((why, body)) => {
                     let req = Request::from_parts(parts, body);
@@ -123,17 +127,26 @@ pub(super) async fn lookup(
     if !cfg.cache.honor_client_no_cache {
         directives.ignore_requests_for_fresher();
     }
-    let lookup = Lookup::new(
-        cfg,
-        url,
-        rule,
-        parts.uri,
-        parts.headers,
-        directives,
-        peer,
-        body.map(|(b, canonical)| (parts.method, b, canonical)),
-        show_key,
-    );
+    let lookup = span.in_scope(|| {
+        Lookup::new(
+            cfg,
+            url,
+            rule,
+            parts.uri,
+            parts.headers,
+            directives,
+            peer,
+            body.map(|(b, canonical)| (parts.method, b, canonical)),
+            show_key,
+        )
+    });
+    if !span.is_disabled() {
+        // The hash alone: the namespace is the same on every request.
+        let hash = lookup.key.key.rsplit(':').next().unwrap_or_default();
+        span.record("slate.key", hash);
+        // The request's own span, which this one is a step of.
+        tracing::Span::current().record("slate.key", hash);
+    }
     Ok(Cacheable::Lookup(Box::new(lookup)))
 }
 
