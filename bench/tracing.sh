@@ -19,8 +19,14 @@
 #   SLATE_BIN=/tmp/t/release/slate bash bench/tracing.sh   # prebuilt (otlp_sink looked for
 #                                                          # beside it, in examples/)
 #
+# With INSTR=1, then: instructions per hit, counted by valgrind's callgrind (repeatable
+# whatever else the machine runs, where req/s on a shared machine is not): each row's slate
+# under callgrind, warmed, its counters zeroed, HITS hits on one keep-alive connection, then
+# dumped; the whole process's instructions (the exporting thread's too) over HITS. With
+# BASE_BIN (a slate built without tracing), a row `base` for it first.
+#
 # Environment: DURATION (8s); ROUNDS (4); THREADS (2); CONNECTIONS (64); BODY_SIZE (20480);
-# SLATE_BIN; OTLP_SINK_BIN; CARGO_TARGET_DIR; KEEP_TMP.
+# INSTR (0); HITS (2000); BASE_BIN; SLATE_BIN; OTLP_SINK_BIN; CARGO_TARGET_DIR; KEEP_TMP.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -29,11 +35,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DURATION="${DURATION:-8s}"
 ROUNDS="${ROUNDS:-4}"
-THREADS="${THREADS:-2}"
-CONNECTIONS="${CONNECTIONS:-64}"
-BODY_SIZE="${BODY_SIZE:-20480}"
-KEEP_TMP="${KEEP_TMP:-0}"
-URL_PATH="/report?id=1"
+INSTR="${INSTR:-0}"
+HITS="${HITS:-2000}"
+hit_defaults
 START_TIMEOUT_S=60
 PROBE_TIMEOUT_S=2
 BENCH_NAME=tracing
@@ -41,6 +45,9 @@ BENCH_NAME=tracing
 ensure_cmd wrk wrk
 ensure_cmd curl curl
 ensure_cmd python3 python3
+if [[ "$INSTR" == 1 ]]; then
+    ensure_cmd valgrind valgrind
+fi
 make_tmp slate-tracing
 
 build_slate --bin slate --example otlp_sink
@@ -50,14 +57,8 @@ fi
 [[ -x "$OTLP_SINK_BIN" ]] || die "no otlp_sink at $OTLP_SINK_BIN (set OTLP_SINK_BIN)"
 
 write_config() { # NAME PROXY_PORT ADMIN_PORT TRACING_TOML
-    cat >"$TMP/$1.toml" <<CONF
-[server]
-listen = "127.0.0.1:$2"
-admin_listen = "127.0.0.1:$3"
-[log]
-level = "warn"
-[upstream]
-url = "http://127.0.0.1:$ORIGIN_PORT"
+    config_head "$2" "$3" "http://127.0.0.1:$ORIGIN_PORT" >"$TMP/$1.toml"
+    cat >>"$TMP/$1.toml" <<CONF
 [store]
 kind = "memory"
 [cache]
@@ -134,9 +135,67 @@ for row in ["off", "live", "dead", "hung"]:
 live = [r for r in rows if r[1] == "live"]
 made = sum(3 * int(r[6]) for r in live)
 received = sum(int(r[7]) for r in live)
-print(f"\nlive: the sink received {received:,} spans of the {made:,} made "
-      f"({100 * received / made:.1f}%; three a hit); the rest were dropped at slate's queue.")
+print(f"\nlive: the sink received {received:,} spans for the {made:,} the measured hits made "
+      f"(three a hit; {100 * received / made:.1f}%: below 100, the rest were dropped at "
+      f"slate's queue; warm-ups and requests wrk did not count land in the window too).")
 print("\nEvery round (req/s):")
 for row in ["off", "live", "dead", "hung"]:
     print(f"  {row:5}: " + ", ".join(f"{float(r[2]):,.0f}" for r in rows if r[1] == row))
+PY
+
+[[ "$INSTR" == 1 ]] || exit 0
+
+# hits URL N: N GETs of URL on one keep-alive connection, each a 200 with its whole body.
+hits() {
+    python3 - "$1" "$2" <<'PY'
+import http.client, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+for _ in range(int(sys.argv[2])):
+    c.request("GET", u.path + "?" + u.query)
+    r = c.getresponse()
+    if r.status != 200 or not r.read():
+        sys.exit(f"GET {sys.argv[1]}: {r.status}")
+PY
+}
+
+# instr_row ROW BIN TRACING_TOML: instructions per hit of BIN with TRACING_TOML, on stdout.
+instr_row() {
+    local row="$1" bin="$2" port admin pid out
+    free_port port
+    free_port admin
+    write_config "cg-$row" "$port" "$admin" "$3"
+    log "callgrind: $row"
+    start "cg-$row" valgrind --tool=callgrind --callgrind-out-file="$TMP/cg-$row.out" \
+        "$bin" --config "$TMP/cg-$row.toml"
+    pid="$LAST_PID"
+    wait_http "cg-$row" "$pid" "http://127.0.0.1:$admin/healthz"
+    hits "http://127.0.0.1:$port$URL_PATH" 200 || die "$row: warm-up failed"
+    callgrind_control -z "$pid" >/dev/null
+    hits "http://127.0.0.1:$port$URL_PATH" "$HITS" || die "$row: hits failed"
+    callgrind_control -d "$pid" >/dev/null
+    out="$(ls "$TMP/cg-$row.out".* 2>/dev/null | head -n 1)"
+    [[ -n "$out" ]] || die "$row: callgrind wrote no dump"
+    kill -TERM "$pid" 2>/dev/null || true
+    awk -v n="$HITS" '/^(summary|totals):/ { print int($2 / n); exit }' "$out"
+}
+
+START_TIMEOUT_S=180
+: >"$TMP/instr"
+if [[ -n "${BASE_BIN:-}" ]]; then
+    echo "base|$(instr_row base "$BASE_BIN" "")" >>"$TMP/instr"
+fi
+echo "off|$(instr_row off "$SLATE_BIN" "")" >>"$TMP/instr"
+echo "live|$(instr_row live "$SLATE_BIN" "$(tracing_to "$SINK_PORT")")" >>"$TMP/instr"
+echo "dead|$(instr_row dead "$SLATE_BIN" "$(tracing_to "$DEAD_PORT")")" >>"$TMP/instr"
+echo "hung|$(instr_row hung "$SLATE_BIN" "$(tracing_to "$HUNG_PORT")")" >>"$TMP/instr"
+python3 - "$TMP/instr" "$HITS" <<'PY'
+import sys
+rows = [l.strip().split("|") for l in open(sys.argv[1]) if l.strip()]
+off = next(int(r[1]) for r in rows if r[0] == "off")
+print(f"\nInstructions per hit (callgrind, the whole process, over {sys.argv[2]} hits on one connection):\n")
+print("| row | instructions per hit | vs off |")
+print("|---|---:|---:|")
+for name, n in rows:
+    print(f"| {name} | {int(n):,} | {int(n) / off:.3f} |")
 PY
