@@ -21,11 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${A:?set A to the first slate binary}" "${B:?set B to the second slate binary}"
 DURATION="${DURATION:-5s}"
 ROUNDS="${ROUNDS:-5}"
-THREADS="${THREADS:-2}"
-CONNECTIONS="${CONNECTIONS:-64}"
-BODY_SIZE="${BODY_SIZE:-20480}"
-KEEP_TMP="${KEEP_TMP:-0}"
-URL_PATH="/report?id=1"
+hit_defaults
 START_TIMEOUT_S=30
 PROBE_TIMEOUT_S=2
 BENCH_NAME=ab
@@ -37,14 +33,8 @@ ensure_cmd curl curl
 make_tmp slate-ab
 
 write_config() { # NAME PROXY_PORT ADMIN_PORT STORE_TOML NAMESPACE
-    cat >"$TMP/$1.toml" <<CONF
-[server]
-listen = "127.0.0.1:$2"
-admin_listen = "127.0.0.1:$3"
-[log]
-level = "warn"
-[upstream]
-url = "http://127.0.0.1:$ORIGIN_PORT"
+    config_head "$2" "$3" "http://127.0.0.1:$ORIGIN_PORT" >"$TMP/$1.toml"
+    cat >>"$TMP/$1.toml" <<CONF
 [store]
 $4
 [cache]

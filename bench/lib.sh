@@ -204,6 +204,23 @@ start_demo_origin() {
     wait_http "$name" "$LAST_PID" "http://127.0.0.1:$port$ready"
 }
 
+# hit_defaults: what the hit benchmarks (ab.sh, tracing.sh) default to, each unless set:
+# THREADS 2, CONNECTIONS 64 (wrk), BODY_SIZE 20480, KEEP_TMP 0, and the one URL_PATH asked.
+hit_defaults() {
+    THREADS="${THREADS:-2}"
+    CONNECTIONS="${CONNECTIONS:-64}"
+    BODY_SIZE="${BODY_SIZE:-20480}"
+    KEEP_TMP="${KEEP_TMP:-0}"
+    URL_PATH="/report?id=1"
+}
+
+# config_head PROXY_PORT ADMIN_PORT UPSTREAM_URL: the [server], [log] (warn: no log line per
+# request to pay for) and [upstream] tables of a bench slate's config.
+config_head() {
+    printf '[server]\nlisten = "127.0.0.1:%s"\nadmin_listen = "127.0.0.1:%s"\n' "$1" "$2"
+    printf '[log]\nlevel = "warn"\n[upstream]\nurl = "%s"\n' "$3"
+}
+
 # [[rules]] of the slate configs: every path cached for an hour; every path passed through.
 CACHE_ALL='[[rules]]
 path = "/"

@@ -101,6 +101,10 @@ impl Tracing {
             .with_threads(false)
             .with_target(false)
             .with_tracked_inactivity(false)
+            // Nothing here reads OpenTelemetry's current context (parents come from the
+            // span tree), so entering a span need not make its context current: that would
+            // cost every poll of every traced future.
+            .with_context_activation(false)
             // Our spans, and warnings and errors (a failed fill) as events on them.
             .with_filter(filter_fn(|m| {
                 m.target() == TARGET || (m.is_event() && *m.level() <= Level::WARN)
