@@ -455,6 +455,28 @@ mod s4_1_vary {
         }
         assert_eq!(t.hits("/v2"), 3);
     }
+
+    /// §4.1 allows normalizing "in a way that is known to have identical semantics": for
+    /// `Accept-Language` slate selects variants by the language ranges in order of
+    /// preference (qvalue, then position), case folded; qvalues only order, so
+    /// `fr;q=0.5, EN-us` is `en-US, fr;q=0.5`, but `fr, en` is not `en, fr` (slate's choice).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn accept_language_variants_by_normalized_list() {
+        let t = env(by_language).await;
+        let first = t
+            .send("GET", "/al", &[("accept-language", "en-US, fr;q=0.5")])
+            .await;
+        assert_eq!(first.text(), "en-US, fr;q=0.5-1");
+        for same in ["fr;q=0.5, EN-us", "en-us,FR;q=0.5", "EN-US ;q=1, fr;q=0.5"] {
+            let g = t.send("GET", "/al", &[("accept-language", same)]).await;
+            assert!(g.cache().is_hit(), "{same}: {}", g.cache_status());
+            assert_eq!(g.text(), "en-US, fr;q=0.5-1", "{same}");
+        }
+        t.send("GET", "/al", &[("accept-language", "fr, en")]).await;
+        let other = t.send("GET", "/al", &[("accept-language", "en, fr")]).await;
+        assert_eq!(other.text(), "en, fr-3", "{}", other.cache_status());
+        assert_eq!(t.hits("/al"), 3);
+    }
 }
 
 mod s4_2_freshness {
@@ -724,6 +746,32 @@ mod s4_2_3_age {
         let age: u64 = m.header("age").parse().unwrap_or(0);
         assert!(age >= 50, "Age {:?} on the miss", m.header("age"));
     }
+
+    /// §5.1: Age is a single non-negative integer; "a cache SHOULD consider a response to
+    /// be stale" otherwise (RFC 9111 §4.2.3 asks the invalid case to be conservative): a
+    /// list, a word or a negative number make the stored response stale at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invalid_age_is_stale() {
+        for (i, bad) in ["old, 0", "1, 2", "-5", "3.5"].iter().enumerate() {
+            let bad = *bad;
+            let t = env(move |_, n| {
+                ok(n)
+                    .header("cache-control", "max-age=600")
+                    .header("age", bad)
+            })
+            .await;
+            let pq = format!("/ia{i}");
+            assert_eq!(t.get(&pq).await.text(), "body-1");
+            let b = t.get(&pq).await;
+            assert_eq!(
+                b.text(),
+                "body-2",
+                "Age: {bad} was reused: {}",
+                b.cache_status()
+            );
+            assert!(!b.cache().is_hit(), "Age: {bad}: {}", b.cache_status());
+        }
+    }
 }
 
 mod s4_2_4_serving_stale {
@@ -825,6 +873,160 @@ mod s4_2_4_serving_stale {
                 b.cache_status()
             );
         }
+    }
+}
+
+mod s4_2_4_disconnected_origin {
+    //! RFC 9111 §4.2.4: "A cache MUST NOT generate a stale response unless it is
+    //! disconnected or doing so is explicitly permitted by the client or origin server".
+    //! slate serves a stored stale response when the origin cannot be reached (refused,
+    //! reset, closed before answering), `detail=upstream-unreachable`, up to
+    //! `cache.stale_if_unreachable` past its freshness (10m by default), unless the stored
+    //! response forbade it.
+    use super::*;
+
+    /// An origin that answers the first connection with `body-1` and `cc`, then closes
+    /// every later connection without a byte.
+    async fn answers_once(cc: &'static str) -> RawOrigin {
+        RawOrigin::start(move |i| {
+            (i == 0).then(|| {
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: 6\r\ncache-control: {cc}\r\n\
+                     etag: \"e1\"\r\nconnection: close\r\n\r\nbody-1"
+                )
+            })
+        })
+        .await
+    }
+
+    async fn slate_for(origin: &str, extra: &str) -> (Slate, Clock) {
+        let clock = Clock::system();
+        let slate = Slate::builder(origin)
+            .config(extra)
+            .clock(clock.clone())
+            .start()
+            .await;
+        (slate, clock)
+    }
+
+    /// Closed before a response: the stale entry answers, and Cache-Status says why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_before_a_response_serves_stale() {
+        let origin = answers_once("max-age=5").await;
+        let (slate, clock) = slate_for(&origin.url(), "").await;
+        let c = client();
+        assert_eq!(get(&c, &slate.url("/d")).await.text(), "body-1");
+        clock.advance(Duration::from_secs(60));
+        let g = get(&c, &slate.url("/d")).await;
+        assert_eq!(
+            (g.status, g.text().as_str()),
+            (200, "body-1"),
+            "{}",
+            g.cache_status()
+        );
+        assert_eq!(
+            g.cache().detail(),
+            Some("upstream-unreachable"),
+            "{}",
+            g.cache_status()
+        );
+        assert!(
+            g.cache().ttl().is_some_and(|t| t < 0),
+            "{}",
+            g.cache_status()
+        );
+        assert!(origin.connections() >= 2, "the origin was tried");
+        slate.stop().await;
+    }
+
+    /// Refused (nothing listens any more): the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_connection_serves_stale() {
+        let origin = Origin::start(|_, n| {
+            ok(n)
+                .header("cache-control", "max-age=5")
+                .header("connection", "close")
+        })
+        .await;
+        let addr = origin.addr;
+        let (slate, clock) = slate_for(&origin.url(), "").await;
+        let c = client();
+        assert_eq!(get(&c, &slate.url("/r")).await.text(), "body-1");
+        drop(origin);
+        wait_closed(addr).await;
+        clock.advance(Duration::from_secs(60));
+        let g = get(&c, &slate.url("/r")).await;
+        assert_eq!(
+            (g.status, g.text().as_str()),
+            (200, "body-1"),
+            "{}",
+            g.cache_status()
+        );
+        assert_eq!(g.cache().detail(), Some("upstream-unreachable"));
+        slate.stop().await;
+    }
+
+    /// Past the configured bound, a disconnected origin is a 502 again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn beyond_the_bound_is_502() {
+        let origin = answers_once("max-age=5").await;
+        let extra = "[cache]\nstale_if_unreachable = \"30s\"\n";
+        let (slate, clock) = slate_for(&origin.url(), extra).await;
+        let c = client();
+        get(&c, &slate.url("/b")).await;
+        clock.advance(Duration::from_secs(20));
+        assert_eq!(get(&c, &slate.url("/b")).await.text(), "body-1");
+        clock.advance(Duration::from_secs(30));
+        let g = get(&c, &slate.url("/b")).await;
+        assert_eq!(g.status, 502, "{}", g.cache_status());
+        slate.stop().await;
+    }
+
+    /// §4.2.4 and §5.2.2: `must-revalidate`, `proxy-revalidate`, `s-maxage` (which
+    /// carries proxy-revalidate's meaning) and `no-cache` forbid a stale answer even
+    /// then: the client gets the 502.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forbidding_directives_give_502() {
+        for cc in [
+            "max-age=5, must-revalidate",
+            "max-age=5, proxy-revalidate",
+            "s-maxage=5",
+            "max-age=600, no-cache",
+        ] {
+            let origin = answers_once(cc).await;
+            let (slate, clock) = slate_for(&origin.url(), "").await;
+            let c = client();
+            assert_eq!(get(&c, &slate.url("/f")).await.text(), "body-1", "{cc}");
+            clock.advance(Duration::from_secs(60));
+            let g = get(&c, &slate.url("/f")).await;
+            assert_eq!(g.status, 502, "{cc}: {} {}", g.cache_status(), g.text());
+            slate.stop().await;
+        }
+    }
+
+    /// A 5xx is an answer, not a disconnection: without `stale-if-error` it reaches the
+    /// client (RFC 5861 decides the rest, see `rfc5861_stale_if_error`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_error_is_not_a_disconnection() {
+        let t = env(|_, n| {
+            if n == 1 {
+                ok(n).header("cache-control", "max-age=5")
+            } else {
+                Reply::ok("overloaded").status(503)
+            }
+        })
+        .await;
+        assert_eq!(t.get("/e").await.text(), "body-1");
+        t.advance(60);
+        let g = t.get("/e").await;
+        assert_eq!(
+            (g.status, g.text().as_str()),
+            (503, "overloaded"),
+            "{}",
+            g.cache_status()
+        );
+        assert_ne!(g.cache().detail(), Some("upstream-unreachable"));
+        assert_eq!(t.hits("/e"), 2);
     }
 }
 
@@ -961,6 +1163,55 @@ mod s4_3_validation {
         let r = t.get("/se").await;
         assert_eq!(r.status, 503);
         assert_eq!(r.text(), "broken");
+    }
+
+    /// §4.3.4 (RFC 9110 §15.4.5: a 304's `Content-Length` describes the selected
+    /// representation, it announces no body): a 304 carrying the full representation's
+    /// length, or a wrong one, refreshes the stored response, whose own `Content-Length`
+    /// and body are what the client gets, with status 200.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn not_modified_with_content_length_serves_the_stored_body() {
+        for length in ["11", "3"] {
+            let origin = RawOrigin::start(move |i| {
+                let head = if i == 0 {
+                    "HTTP/1.1 200 OK\r\ncontent-length: 11\r\n"
+                } else {
+                    "HTTP/1.1 304 Not Modified\r\ncontent-length: LEN\r\n"
+                };
+                let body = if i == 0 { "report-body" } else { "" };
+                Some(format!(
+                    "{}etag: \"v1\"\r\ncache-control: max-age=5\r\nconnection: close\r\n\r\n{body}",
+                    head.replace("LEN", length)
+                ))
+            })
+            .await;
+            let clock = Clock::system();
+            let slate = Slate::builder(&origin.url())
+                .clock(clock.clone())
+                .start()
+                .await;
+            let c = client();
+            assert_eq!(get(&c, &slate.url("/r")).await.text(), "report-body");
+            clock.advance(Duration::from_secs(10));
+            let g = get(&c, &slate.url("/r")).await;
+            assert_eq!(
+                g.status,
+                200,
+                "304 with Content-Length: {length}: {}",
+                g.cache_status()
+            );
+            assert_eq!(g.text(), "report-body");
+            assert_eq!(g.header("content-length"), "11");
+            assert_eq!(origin.connections(), 2, "revalidated once");
+            let h = get(&c, &slate.url("/r")).await;
+            assert!(
+                h.cache().is_hit(),
+                "refreshed by the 304: {}",
+                h.cache_status()
+            );
+            assert_eq!(h.text(), "report-body");
+            slate.stop().await;
+        }
     }
 }
 

@@ -913,3 +913,53 @@ pub async fn fill(c: &HttpClient, slate: &Slate, urls: &[&str]) {
         assert!(hit(c, slate, u).await, "{u} is cached");
     }
 }
+
+/// An origin on a bare TCP socket, for what hyper's server will not send: informational
+/// responses, a 304 with a `Content-Length`, a connection closed before any answer. For the
+/// n-th connection (from 0) it reads one request and writes `f(n)` verbatim, then closes;
+/// `None` closes without writing a byte.
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl RawOrigin {
+    pub async fn start(f: impl Fn(usize) -> Option<String> + Send + Sync + 'static) -> RawOrigin {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (n2, f) = (connections.clone(), Arc::new(f));
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let i = n2.fetch_add(1, Ordering::SeqCst);
+                let f = f.clone();
+                tokio::spawn(async move {
+                    // One request: its head ends with an empty line (tests send no bodies).
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if let Some(answer) = f(i) {
+                        let _ = s.write_all(answer.as_bytes()).await;
+                    }
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        RawOrigin { addr, connections }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,359 @@
+//! HTTP semantics beyond caching proper, as slate's cache answers them: RFC 9110 §14
+//! (ranges) and RFC 9213 (targeted cache control). slate with no `[[rules]]` on the
+//! memory store; one module per section, each test named by what the RFC says.
+
+mod common;
+
+use common::*;
+use http::request::Parts;
+
+/// A 1000-byte report: byte `i` is `b'a' + i % 26`.
+fn report() -> Vec<u8> {
+    (0..1000u32).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+async fn start(f: impl Fn(&Parts, usize) -> Reply + Send + Sync + 'static) -> (Origin, Slate) {
+    let origin = Origin::start(f).await;
+    let slate = Slate::builder(&origin.url()).start().await;
+    (origin, slate)
+}
+
+mod s14_ranges {
+    //! RFC 9110 §14: range requests answered from the stored representation.
+    use super::*;
+
+    fn stored_report(_: &Parts, _: usize) -> Reply {
+        Reply::ok(report())
+            .header("cache-control", "max-age=600")
+            .header("content-type", "text/csv")
+            .header("etag", "\"r1\"")
+    }
+
+    /// §14.2 / §15.3.7: one range of each form gets 206, `Content-Range` and only those
+    /// bytes, from the cache; the origin is asked once, for the whole report, never with
+    /// `Range`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_range_is_206_with_only_those_bytes() {
+        let (origin, slate) = start(stored_report).await;
+        let c = client();
+        let full = report();
+        for (range, first, last) in [
+            ("bytes=0-9", 0usize, 9usize),
+            ("bytes=990-", 990, 999),
+            ("bytes=-5", 995, 999),
+            ("bytes=500-5000", 500, 999),
+        ] {
+            let g = send(&c, "GET", &slate.url("/csv"), &[("range", range)], "").await;
+            assert_eq!(g.status, 206, "{range}: {}", g.cache_status());
+            assert_eq!(
+                g.header("content-range"),
+                format!("bytes {first}-{last}/1000")
+            );
+            assert_eq!(&g.body[..], &full[first..=last], "{range}");
+            assert_eq!(g.header("content-length"), (last - first + 1).to_string());
+        }
+        assert_eq!(origin.hits("/csv"), 1, "one fill, of the whole report");
+        let seen = origin.last_headers.lock().unwrap().clone().unwrap();
+        assert!(seen.get("range").is_none(), "Range went upstream: {seen:?}");
+        let whole = get(&c, &slate.url("/csv")).await;
+        assert_eq!((whole.status, whole.body.len()), (200, 1000));
+        assert_eq!(whole.header("accept-ranges"), "bytes");
+        slate.stop().await;
+    }
+
+    /// §15.5.17: a range that cannot be satisfied is 416 with `Content-Range: bytes */len`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unsatisfiable_range_is_416() {
+        let (_origin, slate) = start(stored_report).await;
+        let c = client();
+        get(&c, &slate.url("/csv")).await;
+        let g = send(
+            &c,
+            "GET",
+            &slate.url("/csv"),
+            &[("range", "bytes=1000-")],
+            "",
+        )
+        .await;
+        assert_eq!(g.status, 416, "{}", g.cache_status());
+        assert_eq!(g.header("content-range"), "bytes */1000");
+        assert!(g.body.is_empty());
+        slate.stop().await;
+    }
+
+    /// §13.1.5: `If-Range` with the current strong validator → the range; with another →
+    /// the whole 200.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn if_range_gives_the_range_only_on_a_match() {
+        let (_origin, slate) = start(stored_report).await;
+        let c = client();
+        get(&c, &slate.url("/csv")).await;
+        let url = slate.url("/csv");
+        let same = [("range", "bytes=0-3"), ("if-range", "\"r1\"")];
+        let g = send(&c, "GET", &url, &same, "").await;
+        assert_eq!((g.status, g.text().as_str()), (206, "abcd"));
+        let other = [("range", "bytes=0-3"), ("if-range", "\"r0\"")];
+        let g = send(&c, "GET", &url, &other, "").await;
+        assert_eq!((g.status, g.body.len()), (200, 1000));
+        slate.stop().await;
+    }
+
+    /// §14.2 (slate's choice): several ranges get the whole representation, which a
+    /// server may send instead (no `multipart/byteranges`); `HEAD` ignores `Range`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn several_ranges_and_head_get_the_whole() {
+        let (_origin, slate) = start(stored_report).await;
+        let c = client();
+        get(&c, &slate.url("/csv")).await;
+        let url = slate.url("/csv");
+        let g = send(&c, "GET", &url, &[("range", "bytes=0-1,5-6")], "").await;
+        assert_eq!((g.status, g.body.len()), (200, 1000));
+        let h = send(&c, "HEAD", &url, &[("range", "bytes=0-1")], "").await;
+        assert_eq!(
+            (h.status, h.header("content-length").as_str()),
+            (200, "1000")
+        );
+        slate.stop().await;
+    }
+
+    /// §14 applies to the representation selected: slate cuts ranges from the identity
+    /// bytes, also of a report it stores gzip-compressed, whatever the client accepts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ranges_are_of_the_identity_representation() {
+        let big: Vec<u8> = std::iter::repeat_n(report(), 20).flatten().collect();
+        let body = big.clone();
+        let (_origin, slate) = start(move |_, _| {
+            Reply::ok(body.clone())
+                .header("cache-control", "max-age=600")
+                .header("content-type", "application/json")
+        })
+        .await;
+        let c = client();
+        get(&c, &slate.url("/big")).await;
+        let h = [("range", "bytes=10000-10009"), ("accept-encoding", "gzip")];
+        let g = send(&c, "GET", &slate.url("/big"), &h, "").await;
+        assert_eq!(g.status, 206, "{:?}", g.headers);
+        assert!(g.header("content-encoding").is_empty(), "{:?}", g.headers);
+        assert_eq!(&g.body[..], &big[10000..10010]);
+        slate.stop().await;
+    }
+}
+
+mod rfc9213_targeted {
+    //! RFC 9213: `CDN-Cache-Control`, and slate's own `Slate-Cache-Control`.
+    use super::*;
+
+    async fn twice(cc: &'static [(&'static str, &'static str)]) -> (Got, Got, Origin) {
+        let (origin, slate) = start(move |_, n| {
+            let mut r = Reply::ok(format!("body-{n}"));
+            for (k, v) in cc {
+                r = r.header(k, v);
+            }
+            r
+        })
+        .await;
+        let c = client();
+        let a = get(&c, &slate.url("/t")).await;
+        let b = get(&c, &slate.url("/t")).await;
+        slate.stop().await;
+        (a, b, origin)
+    }
+
+    /// §2.2: a targeted field present decides alone: `max-age=0` there is not reused
+    /// despite a long `Cache-Control` and a future `Expires`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn targeted_field_decides_over_cache_control() {
+        let (_, b, _) = twice(&[
+            ("cdn-cache-control", "max-age=0"),
+            ("cache-control", "max-age=600"),
+            ("expires", "Thu, 01 Jan 2037 00:00:00 GMT"),
+        ])
+        .await;
+        assert_eq!(b.text(), "body-2", "{}", b.cache_status());
+        let (_, b, _) = twice(&[
+            ("cdn-cache-control", "max-age=600"),
+            ("cache-control", "no-store"),
+        ])
+        .await;
+        assert_eq!(b.text(), "body-1", "{}", b.cache_status());
+    }
+
+    /// §2.1: a field that is not a valid Dictionary is ignored, and the next one decides;
+    /// huge values are clamped, not refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn invalid_field_falls_back_and_huge_values_clamp() {
+        let (_, b, _) = twice(&[
+            ("cdn-cache-control", "max-age=\"600\""),
+            ("cache-control", "no-store"),
+        ])
+        .await;
+        assert_eq!(
+            b.text(),
+            "body-2",
+            "wrong type ignored: {}",
+            b.cache_status()
+        );
+        let (_, b, _) = twice(&[("cdn-cache-control", "max-age=99999999999")]).await;
+        assert_eq!(b.text(), "body-1", "clamped: {}", b.cache_status());
+    }
+
+    /// SPEC: `Slate-Cache-Control` beats `CDN-Cache-Control`, and is stripped before the
+    /// answer leaves slate; `CDN-Cache-Control` is forwarded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slate_field_first_and_stripped() {
+        let (a, b, _) = twice(&[
+            ("slate-cache-control", "max-age=600"),
+            ("cdn-cache-control", "no-store"),
+        ])
+        .await;
+        assert_eq!(b.text(), "body-1", "{}", b.cache_status());
+        for g in [&a, &b] {
+            assert!(
+                g.header("slate-cache-control").is_empty(),
+                "{:?}",
+                g.headers
+            );
+            assert_eq!(g.header("cdn-cache-control"), "no-store");
+        }
+    }
+}
+
+mod s5_6_7_dates {
+    //! RFC 9110 §5.6.7: "Recipients of timestamp values are encouraged to be robust in
+    //! parsing timestamps": IMF-fixdate, the obsolete RFC 850 and asctime forms, all three
+    //! understood, whatever the letter case of day, month and zone names.
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    /// `t` in each of the three forms and in case variants of them.
+    fn forms(t: SystemTime) -> Vec<String> {
+        let imf = httpdate::fmt_http_date(t); // "Thu, 03 Dec 2026 13:00:00 GMT"
+        let p: Vec<&str> = imf.split(' ').collect();
+        let (day, dd, mon, year, time) = (p[0].trim_end_matches(','), p[1], p[2], p[3], p[4]);
+        let full = [
+            "Monday",
+            "Tuesday",
+            "Wednesday",
+            "Thursday",
+            "Friday",
+            "Saturday",
+            "Sunday",
+        ]
+        .into_iter()
+        .find(|d| d.starts_with(day))
+        .unwrap();
+        let rfc850 = format!("{full}, {dd}-{mon}-{} {time} GMT", &year[2..]);
+        let d: u32 = dd.parse().unwrap();
+        let asctime = format!("{day} {mon} {d:>2} {time} {year}");
+        vec![
+            imf.to_lowercase(),
+            rfc850.to_uppercase(),
+            asctime.to_lowercase(),
+            imf,
+            rfc850,
+            asctime,
+        ]
+    }
+
+    /// `Expires` (with `Date` in the same form) in any form: a future one is reused, a
+    /// past one is not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expires_and_date_in_every_form() {
+        let now = SystemTime::now();
+        let cases: Vec<(String, String, bool)> = forms(now)
+            .into_iter()
+            .zip(forms(now + Duration::from_secs(600)))
+            .map(|(date, expires)| (date, expires, true))
+            .chain(
+                forms(now)
+                    .into_iter()
+                    .zip(forms(now - Duration::from_secs(600)))
+                    .map(|(date, expires)| (date, expires, false)),
+            )
+            .collect();
+        let table = std::sync::Arc::new(cases.clone());
+        let (_origin, slate) = start(move |p, n| {
+            let i: usize = p.uri.path()[2..].parse().unwrap();
+            let (date, expires, _) = &table[i];
+            Reply::ok(format!("body-{n}"))
+                .header("date", date)
+                .header("expires", expires)
+        })
+        .await;
+        let c = client();
+        for (i, (date, expires, fresh)) in cases.iter().enumerate() {
+            let url = slate.url(&format!("/d{i}"));
+            assert_eq!(get(&c, &url).await.text(), "body-1");
+            let again = get(&c, &url).await;
+            let reused = again.text() == "body-1";
+            assert_eq!(
+                reused,
+                *fresh,
+                "Date: {date} / Expires: {expires}: {}",
+                again.cache_status()
+            );
+        }
+        slate.stop().await;
+    }
+
+    /// `Last-Modified` in the RFC 850 form is compared with a client's IMF-fixdate
+    /// `If-Modified-Since` (RFC 9110 §13.1.3).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn last_modified_in_an_obsolete_form() {
+        let now = SystemTime::now();
+        let modified = forms(now - Duration::from_secs(3600))[4].clone();
+        let (_origin, slate) = start(move |_, n| {
+            Reply::ok(format!("body-{n}"))
+                .header("cache-control", "max-age=600")
+                .header("last-modified", &modified)
+        })
+        .await;
+        let c = client();
+        let url = slate.url("/lm");
+        get(&c, &url).await;
+        let later = httpdate::fmt_http_date(now);
+        let g = send(&c, "GET", &url, &[("if-modified-since", &later)], "").await;
+        assert_eq!(g.status, 304, "{}", g.cache_status());
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(7200));
+        let g = send(&c, "GET", &url, &[("if-modified-since", &earlier)], "").await;
+        assert_eq!((g.status, g.text().as_str()), (200, "body-1"));
+        slate.stop().await;
+    }
+}
+
+mod s15_2_informational {
+    //! RFC 9110 §15.2: 1xx responses are interim, "the final response follows". slate
+    //! reads past `102 Processing` and `103 Early Hints` from the origin to the final
+    //! response, and stores that alone: no header of an interim response reaches the
+    //! stored entry. (hyper's server cannot send 1xx to the client, so slate does not
+    //! pass them on; see the README.)
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interim_responses_are_not_stored_nor_mixed_in() {
+        let origin = RawOrigin::start(|_| {
+            Some(
+                "HTTP/1.1 102 Processing\r\nx-interim: 102\r\n\r\n\
+                 HTTP/1.1 103 Early Hints\r\nlink: </rows.css>; rel=preload\r\n\
+                 x-interim: 103\r\n\r\n\
+                 HTTP/1.1 200 OK\r\ncontent-length: 6\r\ncache-control: max-age=600\r\n\
+                 connection: close\r\n\r\nreport"
+                    .to_string(),
+            )
+        })
+        .await;
+        let slate = Slate::builder(&origin.url()).start().await;
+        let c = client();
+        for i in 0..2 {
+            let g = get(&c, &slate.url("/hints")).await;
+            assert_eq!((g.status, g.text().as_str()), (200, "report"), "{i}");
+            assert!(g.header("x-interim").is_empty(), "{i}: {:?}", g.headers);
+            assert!(g.header("link").is_empty(), "{i}: {:?}", g.headers);
+            if i == 1 {
+                assert!(g.cache().is_hit(), "stored: {}", g.cache_status());
+            }
+        }
+        assert_eq!(origin.connections(), 1);
+        slate.stop().await;
+    }
+}
