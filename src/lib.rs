@@ -22,6 +22,8 @@
 //! - `canon`: request bodies made canonical (JSON, GraphQL) and time windows rounded, for
 //!   keys.
 //! - `policy`: RFC 9111 freshness and storability; rules fill in what the origin left out.
+//! - `interim`: 1xx responses from the origin written to an HTTP/1.1 client before the
+//!   final one (hyper's server writes none itself).
 //! - `upstream`: the pooled client to the reporting service and header hygiene.
 //! - `phase`: the named outcome of a request and its reasons, feeding `Cache-Status` and
 //!   `metrics`.
@@ -51,6 +53,7 @@ pub mod demo;
 pub mod entry;
 mod error;
 mod instance;
+mod interim;
 pub mod key;
 mod metrics;
 mod otel;

@@ -3,6 +3,7 @@
 
 use crate::body::ProxyBody;
 use crate::config::ServerConfig;
+use crate::interim::InterimIo;
 use futures_util::task::AtomicWaker;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -92,14 +93,20 @@ where
         let open = open.clone();
         connections.spawn(async move {
             let act = ctl.clone();
-            let svc = service_fn(move |req| {
+            // Interim responses are written on HTTP/1.1 only: HTTP/1.0 clients must not
+            // get them (RFC 9110 §15.2), and hyper's HTTP/2 server sends none.
+            let (io, interim) = InterimIo::new(stream);
+            let svc = service_fn(move |mut req: Request<Incoming>| {
+                if req.version() == http::Version::HTTP_11 {
+                    req.extensions_mut().insert(interim.clone());
+                }
                 let (h, act) = (handler.clone(), act.clone());
                 async move {
                     let _busy = act.begin();
                     Ok::<_, Infallible>(h(req, peer).await)
                 }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
             tokio::pin!(conn);
             let result = tokio::select! {
                 biased;

@@ -123,6 +123,8 @@ impl Upstream {
             *r.method_mut() = req.method().clone();
             *r.uri_mut() = req.uri().clone();
             *r.headers_mut() = req.headers().clone();
+            // Among them the callback for interim responses (`crate::interim`).
+            *r.extensions_mut() = req.extensions().clone();
             r
         });
         let attempt = async {

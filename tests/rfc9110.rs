@@ -325,9 +325,137 @@ mod s15_2_informational {
     //! RFC 9110 §15.2: 1xx responses are interim, "the final response follows". slate
     //! reads past `102 Processing` and `103 Early Hints` from the origin to the final
     //! response, and stores that alone: no header of an interim response reaches the
-    //! stored entry. (hyper's server cannot send 1xx to the client, so slate does not
-    //! pass them on; see the README.)
+    //! stored entry. The client whose request went upstream gets the 102 and 103 as they
+    //! arrive, on HTTP/1.1 ("A server MUST NOT send a 1xx response to an HTTP/1.0
+    //! client").
     use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::Notify;
+
+    const HINTS: &str = "HTTP/1.1 102 Processing\r\n\r\n\
+        HTTP/1.1 103 Early Hints\r\nlink: </rows.css>; rel=preload\r\n\r\n";
+
+    /// An origin that sends the interim responses at once and the final one only when
+    /// `go` is notified: what the client reads before that came ahead of the report.
+    async fn hinting_origin(go: Arc<Notify>) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let go = go.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(HINTS.as_bytes()).await;
+                    go.notified().await;
+                    let last = "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\
+                        cache-control: max-age=600\r\nconnection: close\r\n\r\nreport";
+                    let _ = s.write_all(last.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// Reads from `s` until `text` has arrived (at most 5 s); all that was read.
+    async fn read_until(s: &mut TcpStream, text: &str) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !String::from_utf8_lossy(&got).contains(text) {
+            match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                other => panic!(
+                    "{text:?} never came ({other:?}): {}",
+                    String::from_utf8_lossy(&got)
+                ),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// §15.2: the 102 and 103 reach the client before the final response exists; the
+    /// answer from the store afterwards has none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interim_responses_reach_the_client_first() {
+        let go = Arc::new(Notify::new());
+        let slate = Slate::builder(&hinting_origin(go.clone()).await)
+            .start()
+            .await;
+        let mut s = TcpStream::connect(slate.addr).await.unwrap();
+        s.write_all(b"GET /early HTTP/1.1\r\nhost: slate\r\n\r\n")
+            .await
+            .unwrap();
+        let early = read_until(&mut s, "rel=preload\r\n\r\n").await;
+        assert!(
+            early.starts_with("HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\n"),
+            "{early}"
+        );
+        assert!(!early.contains("200 OK"), "{early}");
+        go.notify_one();
+        let rest = read_until(&mut s, "report").await;
+        assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
+        assert!(!rest.to_ascii_lowercase().contains("link:"), "{rest}");
+        // From the store: the final response alone.
+        s.write_all(b"GET /early HTTP/1.1\r\nhost: slate\r\n\r\n")
+            .await
+            .unwrap();
+        let hit = read_until(&mut s, "report").await;
+        assert!(hit.starts_with("HTTP/1.1 200 OK\r\n"), "{hit}");
+        assert!(hit.contains("hit"), "{hit}");
+        slate.stop().await;
+    }
+
+    /// A request slate does not cache (here a POST) gets them as well.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_passed_request_gets_them_too() {
+        let go = Arc::new(Notify::new());
+        let slate = Slate::builder(&hinting_origin(go.clone()).await)
+            .start()
+            .await;
+        let mut s = TcpStream::connect(slate.addr).await.unwrap();
+        let post = b"POST /run HTTP/1.1\r\nhost: slate\r\ncontent-length: 2\r\n\r\n{}";
+        s.write_all(post).await.unwrap();
+        let early = read_until(&mut s, "rel=preload\r\n\r\n").await;
+        assert!(early.contains("HTTP/1.1 103 Early Hints\r\n"), "{early}");
+        go.notify_one();
+        let rest = read_until(&mut s, "report").await;
+        assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
+        slate.stop().await;
+    }
+
+    /// An HTTP/1.0 client gets the final response alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_interim_response_to_http_1_0() {
+        let go = Arc::new(Notify::new());
+        let slate = Slate::builder(&hinting_origin(go.clone()).await)
+            .start()
+            .await;
+        let mut s = TcpStream::connect(slate.addr).await.unwrap();
+        s.write_all(b"GET /old HTTP/1.0\r\nhost: slate\r\n\r\n")
+            .await
+            .unwrap();
+        // Give slate the interim responses before the final one exists.
+        let c = client();
+        let metrics = slate.admin_url("/metrics");
+        eventually("the origin was asked", Duration::from_secs(5), || async {
+            let m = get(&c, &metrics).await.text();
+            m.contains("slate_upstream_requests_total 1").then_some(())
+        })
+        .await;
+        go.notify_one();
+        let got = read_until(&mut s, "report").await;
+        assert!(
+            got.starts_with("HTTP/1.0 200 OK\r\n") || got.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{got}"
+        );
+        assert!(!got.contains(" 103 "), "{got}");
+        slate.stop().await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn interim_responses_are_not_stored_nor_mixed_in() {

@@ -439,6 +439,10 @@ impl Fill {
     async fn send(&self, span: &Span) -> Result<Response<Incoming>, UpstreamError> {
         let mut req = self.lookup.upstream_request(&self.cfg);
         otel::inject(span, req.headers_mut());
+        // A client's fill passes interim responses to that client (see `interim`).
+        if let (Some(_), Some(to)) = (&self.leader, &self.lookup.interim) {
+            crate::interim::forward(&mut req, to.clone());
+        }
         if let Some(old) = &self.validate {
             let h = req.headers_mut();
             if let Some(etag) = old.headers.get(header::ETAG) {

@@ -33,6 +33,9 @@ pub(super) async fn pass(
         http.response.status_code = field::Empty,
     );
     otel::inject(&span, req.headers_mut());
+    if let Some(to) = req.extensions().get::<crate::interim::Interim>().cloned() {
+        crate::interim::forward(&mut req, to);
+    }
     let resp = shared
         .upstream
         .send(&cfg.upstream, req, Some(peer.ip()))

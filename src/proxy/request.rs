@@ -9,6 +9,7 @@ use crate::canon;
 use crate::config::{BodyKey, Config, Rule};
 use crate::error::ProxyError;
 use crate::instance::Shared;
+use crate::interim::Interim;
 use crate::key::{self, CacheKey, NormalUrl};
 use crate::otel;
 use crate::phase::{BodyBypass, CacheStatus, Detail, Fwd, Phase};
@@ -41,6 +42,8 @@ pub(super) struct Lookup {
     /// A lookup keyed on its body: the canonical body's digest, naming the report in
     /// `/top` as in `Slate-Key-Inputs`.
     pub body_digest: Option<String>,
+    /// The client connection, for the interim responses of the fill this lookup starts.
+    pub interim: Option<Interim>,
 }
 
 /// Whether a request asks to see its key (`Slate-Debug: key`, among other tokens).
@@ -127,7 +130,8 @@ pub(super) async fn lookup(
     if !cfg.cache.honor_client_no_cache {
         directives.ignore_requests_for_fresher();
     }
-    let lookup = span.in_scope(|| {
+    let interim = parts.extensions.get::<Interim>().cloned();
+    let mut lookup = span.in_scope(|| {
         Lookup::new(
             cfg,
             url,
@@ -140,6 +144,7 @@ pub(super) async fn lookup(
             show_key,
         )
     });
+    lookup.interim = interim;
     if !span.is_disabled() {
         // The hash alone: the namespace is the same on every request.
         let hash = lookup.key.key.rsplit(':').next().unwrap_or_default();
@@ -280,6 +285,7 @@ impl Lookup {
             body: body.map(|(m, b, _)| (m, b)),
             body_digest,
             key,
+            interim: None,
         }
     }
 
