@@ -6,6 +6,8 @@ mod common;
 
 use common::*;
 use http::request::Parts;
+use slate::clock::Clock;
+use std::time::Duration;
 
 /// A 1000-byte report: byte `i` is `b'a' + i % 26`.
 fn report() -> Vec<u8> {
@@ -143,10 +145,16 @@ mod rfc9213_targeted {
     //! RFC 9213: `CDN-Cache-Control`, and slate's own `Slate-Cache-Control`.
     use super::*;
 
-    async fn twice(cc: &'static [(&'static str, &'static str)]) -> (Got, Got, Origin) {
+    async fn twice_with(cdn: &'static str, cc: &'static str) -> (Got, Got, Origin) {
+        twice(&[("cdn-cache-control", cdn), ("cache-control", cc)]).await
+    }
+
+    /// A report with headers `cc`, asked twice: the second is `body-1` when reused.
+    async fn twice(cc: &[(&'static str, &'static str)]) -> (Got, Got, Origin) {
+        let cc = cc.to_vec();
         let (origin, slate) = start(move |_, n| {
             let mut r = Reply::ok(format!("body-{n}"));
-            for (k, v) in cc {
+            for (k, v) in &cc {
                 r = r.header(k, v);
             }
             r
@@ -197,6 +205,103 @@ mod rfc9213_targeted {
         assert_eq!(b.text(), "body-1", "clamped: {}", b.cache_status());
     }
 
+    /// §2.1: freshness from the targeted field alone, against `Cache-Control` either way,
+    /// and an `Age` beyond its `max-age` is stale; unknown members and parameters are
+    /// ignored. Time moves on slate's clock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn targeted_max_age_decides_both_ways() {
+        let clock = Clock::system();
+        let origin = Origin::start(|p, n| {
+            let (cdn, cc, age) = match p.uri.path() {
+                "/long" => ("max-age=600", "max-age=1", "0"),
+                "/short" => ("max-age=1", "max-age=600", "0"),
+                "/aged" => ("max-age=60", "max-age=600", "100"),
+                _ => ("max-age=600;foo=1, unknown=\"x\", ext", "no-store", "0"),
+            };
+            Reply::ok(format!("body-{n}"))
+                .header("cdn-cache-control", cdn)
+                .header("cache-control", cc)
+                .header("age", age)
+        })
+        .await;
+        let slate = Slate::builder(&origin.url())
+            .clock(clock.clone())
+            .start()
+            .await;
+        let c = client();
+        for pq in ["/long", "/short", "/aged", "/unknown"] {
+            get(&c, &slate.url(pq)).await;
+        }
+        clock.advance(Duration::from_secs(30));
+        for (pq, reused) in [
+            ("/long", true),
+            ("/short", false),
+            ("/aged", false),
+            ("/unknown", true),
+        ] {
+            let g = get(&c, &slate.url(pq)).await;
+            assert_eq!(g.text() == "body-1", reused, "{pq}: {}", g.cache_status());
+        }
+        slate.stop().await;
+    }
+
+    /// §2.1: the directives of `Cache-Control` have their meaning in the targeted field:
+    /// `no-store`, `private`, `no-cache` keep a response from being reused as is, while
+    /// `Cache-Control` would allow it; `must-revalidate` forbids the stale answer that
+    /// `stale-if-error` there allows; `stale-while-revalidate` there answers stale at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn targeted_directives_are_honored() {
+        for cdn in ["no-store", "private", "max-age=600, no-cache"] {
+            let (_, b, _) = twice_with(cdn, "max-age=600").await;
+            assert_eq!(b.text(), "body-2", "{cdn}: {}", b.cache_status());
+        }
+        let clock = Clock::system();
+        let origin = Origin::start(|p, n| {
+            let cdn = match p.uri.path() {
+                "/mr" => "max-age=1, must-revalidate, stale-if-error=600",
+                "/sie" => "max-age=1, stale-if-error=600",
+                _ => "max-age=1, stale-while-revalidate=600",
+            };
+            let r = Reply::ok(format!("body-{n}")).header("cdn-cache-control", cdn);
+            if n > 1 && p.uri.path() != "/swr" {
+                Reply::ok("down").status(503)
+            } else {
+                r
+            }
+        })
+        .await;
+        let slate = Slate::builder(&origin.url())
+            .clock(clock.clone())
+            .start()
+            .await;
+        let c = client();
+        for pq in ["/mr", "/sie", "/swr"] {
+            get(&c, &slate.url(pq)).await;
+        }
+        clock.advance(Duration::from_secs(30));
+        let mr = get(&c, &slate.url("/mr")).await;
+        assert_eq!(mr.status, 503, "must-revalidate: {}", mr.cache_status());
+        let sie = get(&c, &slate.url("/sie")).await;
+        assert_eq!(
+            (sie.status, sie.text().as_str()),
+            (200, "body-1"),
+            "{}",
+            sie.cache_status()
+        );
+        let swr = get(&c, &slate.url("/swr")).await;
+        assert_eq!(
+            swr.text(),
+            "body-1",
+            "stale at once: {}",
+            swr.cache_status()
+        );
+        eventually("the background refresh", Duration::from_secs(5), || async {
+            (origin.hits("/swr") == 2).then_some(())
+        })
+        .await;
+        slate.stop().await;
+    }
+
     /// SPEC: `Slate-Cache-Control` beats `CDN-Cache-Control`, and is stripped before the
     /// answer leaves slate; `CDN-Cache-Control` is forwarded.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +328,7 @@ mod s5_6_7_dates {
     //! parsing timestamps": IMF-fixdate, the obsolete RFC 850 and asctime forms, all three
     //! understood, whatever the letter case of day, month and zone names.
     use super::*;
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     /// `t` in each of the three forms and in case variants of them.
     fn forms(t: SystemTime) -> Vec<String> {
@@ -330,7 +435,6 @@ mod s15_2_informational {
     //! client").
     use super::*;
     use std::sync::Arc;
-    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::Notify;
