@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use http::request::Parts;
-use slate::clock::Clock;
 use std::time::Duration;
 
 /// A 1000-byte report: byte `i` is `b'a' + i % 26`.
@@ -210,7 +209,6 @@ mod rfc9213_targeted {
     /// ignored. Time moves on slate's clock.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn targeted_max_age_decides_both_ways() {
-        let clock = Clock::system();
         let origin = Origin::start(|p, n| {
             let (cdn, cc, age) = match p.uri.path() {
                 "/long" => ("max-age=600", "max-age=1", "0"),
@@ -224,10 +222,8 @@ mod rfc9213_targeted {
                 .header("age", age)
         })
         .await;
-        let slate = Slate::builder(&origin.url())
-            .clock(clock.clone())
-            .start()
-            .await;
+        let slate = Slate::builder(&origin.url()).start().await;
+        let clock = &slate.clock;
         let c = client();
         for pq in ["/long", "/short", "/aged", "/unknown"] {
             get(&c, &slate.url(pq)).await;
@@ -255,7 +251,6 @@ mod rfc9213_targeted {
             let (_, b, _) = twice_with(cdn, "max-age=600").await;
             assert_eq!(b.text(), "body-2", "{cdn}: {}", b.cache_status());
         }
-        let clock = Clock::system();
         let origin = Origin::start(|p, n| {
             let cdn = match p.uri.path() {
                 "/mr" => "max-age=1, must-revalidate, stale-if-error=600",
@@ -270,10 +265,8 @@ mod rfc9213_targeted {
             }
         })
         .await;
-        let slate = Slate::builder(&origin.url())
-            .clock(clock.clone())
-            .start()
-            .await;
+        let slate = Slate::builder(&origin.url()).start().await;
+        let clock = &slate.clock;
         let c = client();
         for pq in ["/mr", "/sie", "/swr"] {
             get(&c, &slate.url(pq)).await;
