@@ -1,17 +1,20 @@
 //! Micro-benchmarks of the hit path's own work: key normalization and hashing, entry
 //! encode/decode, canonical request bodies and rounded times, and the in-process stores'
-//! lookups (moka before issue 15, `CostCache` now), and counting a request for `/top`.
+//! lookups (moka before issue 15, `CostCache` now), counting a request for `/top`,
+//! encoding negotiation, and the fill queue's way through when it is not full.
 //! `cargo bench --bench micro` (`cargo bench --bench micro -- store` for the stores alone,
-//! `-- top` for `/top`'s).
+//! `-- top` for `/top`'s, `-- negotiate`, `-- queue`).
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use slate::canon::{self, FieldPath};
+use slate::coding::{Accepts, Coding};
 use slate::config::Glob;
 use slate::entry::Entry;
 use slate::evict::CostCache;
 use slate::key;
+use slate::queue::{Ask, Class, FillQueue};
 use slate::top::{Event, Report, Top};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -372,5 +375,57 @@ impl moka::Expiry<String, Arc<Entry>> for KeepFor {
     }
 }
 
-criterion_group!(benches, keys, entries, bodies, stores, top);
+/// What a client accepts, from the `Accept-Encoding` browsers send, and none.
+fn negotiate(c: &mut Criterion) {
+    let mut g = c.benchmark_group("negotiate");
+    for (name, value) in [
+        ("browser", Some("gzip, deflate, br, zstd")),
+        ("with qvalues", Some("br;q=1.0, gzip;q=0.8, *;q=0.1")),
+        ("none", None),
+    ] {
+        let mut h = HeaderMap::new();
+        if let Some(v) = value {
+            h.insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static(v));
+        }
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let a = Accepts::of(black_box(&h));
+                black_box(a.accepts(Coding::Zstd) || a.accepts(Coding::Gzip))
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A fill's turn in the queue when a slot is free (the common case): take it, give it
+/// back. On the memory store (no peers); a shared store adds its own round trip.
+fn queue(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let q = rt.block_on(async { FillQueue::new(None, "bench") });
+    let ask = || Ask {
+        class: Class::Client,
+        client: Some(std::net::IpAddr::from([10, 0, 0, 7])),
+        rule: Some(("/analytics/".to_string(), 4)),
+        limit: 16,
+        timeout: Duration::from_secs(30),
+        lease: Duration::from_secs(30),
+    };
+    c.bench_function("queue acquire+release, not full", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let slot = q.acquire(ask(), || false).await;
+                    drop(black_box(slot));
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
+criterion_group!(benches, keys, entries, bodies, stores, top, negotiate, queue);
 criterion_main!(benches);

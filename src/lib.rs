@@ -62,7 +62,7 @@ mod policy;
 mod proxy;
 mod purge;
 mod purge_api;
-mod queue;
+pub mod queue;
 pub mod server;
 mod status;
 mod store;
