@@ -199,10 +199,7 @@ URL_OF[miss-direct]="$FAST_URL"
 # nginx: gzip_comp_level left at nginx's default (1), and at 6 (slate's and Varnish's level).
 free_port NGINX_PORT
 free_port NGINX6_PORT
-NGX="$TMP/nginx"
-mkdir -p "$NGX/cache" "$NGX/temp"
-NGX_USER=""
-[[ "$(id -u)" -eq 0 ]] && NGX_USER="user $(id -un) $(id -gn);" # workers would be "nobody"
+nginx_prelude
 ngx_server() { # ngx_server PORT EXTRA_DIRECTIVES
     cat <<EOF
     server {
@@ -264,11 +261,7 @@ $(ngx_server "$NGINX_PORT" "# gzip_comp_level: nginx's default, 1")
 $(ngx_server "$NGINX6_PORT" "gzip_comp_level 6;")
 }
 EOF
-nginx -t -q -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" >"$TMP/nginx-t.log" 2>&1 ||
-    die "nginx -t rejected the generated config: $(cat "$TMP/nginx-t.log" "$NGX/error.log" 2>/dev/null)"
-log "starting nginx on 127.0.0.1:$NGINX_PORT (gzip_comp_level 1) and :$NGINX6_PORT (6)"
-start nginx nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" -g 'daemon off;'
-wait_http nginx "$LAST_PID" "http://127.0.0.1:$NGINX_PORT/__ready"
+start_nginx "$NGINX_PORT" "(gzip_comp_level 1) and :$NGINX6_PORT (6)"
 URL_OF[nginx]="http://127.0.0.1:$NGINX_PORT"
 URL_OF[nginx6]="http://127.0.0.1:$NGINX6_PORT"
 PID_OF[nginx6]="${PID_OF[nginx]}"
@@ -290,10 +283,7 @@ sub vcl_backend_response {
     set beresp.do_gzip = true;
 }
 EOF
-log "starting varnishd on 127.0.0.1:$VARNISH_PORT"
-start varnish varnishd -F -j none -n "$TMP/varnish" -a "127.0.0.1:$VARNISH_PORT" \
-    -f "$TMP/codings.vcl" -s malloc,256m -T none
-wait_http varnish "$LAST_PID" "http://127.0.0.1:$VARNISH_PORT/__ready"
+start_varnish "$VARNISH_PORT" "$TMP/codings.vcl"
 URL_OF[varnish]="http://127.0.0.1:$VARNISH_PORT"
 
 # ---------------------------------------------------------------- checks

@@ -204,6 +204,37 @@ start_demo_origin() {
     wait_http "$name" "$LAST_PID" "http://127.0.0.1:$port$ready"
 }
 
+# nginx_prelude: sets NGX ($TMP/nginx, with cache/ and temp/ in it) and NGX_USER, the `user`
+# line of an nginx.conf run as root (its workers would be "nobody", who cannot use $TMP).
+nginx_prelude() {
+    NGX="$TMP/nginx"
+    mkdir -p "$NGX/cache" "$NGX/temp"
+    NGX_USER=""
+    if [[ "$(id -u)" -eq 0 ]]; then
+        NGX_USER="user $(id -un) $(id -gn);"
+    fi
+}
+
+# start_nginx PORT [WHAT]: checks $NGX/nginx.conf with nginx -t, starts nginx on it in the
+# foreground (its own prefix $NGX) and waits until http://127.0.0.1:PORT/__ready answers.
+start_nginx() {
+    nginx -t -q -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" >"$TMP/nginx-t.log" 2>&1 ||
+        die "nginx -t rejected the generated config: $(cat "$TMP/nginx-t.log" "$NGX/error.log" 2>/dev/null)"
+    log "starting nginx on 127.0.0.1:$1${2:+ $2}"
+    start nginx nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" -g 'daemon off;'
+    wait_http nginx "$LAST_PID" "http://127.0.0.1:$1/__ready"
+}
+
+# start_varnish PORT VCL: varnishd in the foreground on 127.0.0.1:PORT with VCL, its workdir
+# $TMP/varnish, -s malloc,256m; waits until /__ready answers. -j none: no jail, so it runs as
+# whoever runs the script (root included) and can use the temp dir; -T none: no management port.
+start_varnish() {
+    log "starting varnishd on 127.0.0.1:$1"
+    start varnish varnishd -F -j none -n "$TMP/varnish" -a "127.0.0.1:$1" \
+        -f "$2" -s malloc,256m -T none
+    wait_http varnish "$LAST_PID" "http://127.0.0.1:$1/__ready"
+}
+
 # hit_defaults: what the hit benchmarks (ab.sh, tracing.sh) default to, each unless set:
 # THREADS 2, CONNECTIONS 64 (wrk), BODY_SIZE 20480, KEEP_TMP 0, and the one URL_PATH asked.
 hit_defaults() {
