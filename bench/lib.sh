@@ -41,6 +41,18 @@ ensure_cmd() { # ensure_cmd COMMAND DEBIAN_PACKAGE
     command -v "$1" >/dev/null 2>&1 || die "$1 still not found after installing $2"
 }
 
+# ensure_servers: what the scripts that run slate beside nginx and Varnish need: redis-server,
+# redis-cli, nginx, varnishd, curl, python3, and cc (varnishd compiles its VCL with it).
+ensure_servers() {
+    ensure_cmd redis-server redis-server
+    ensure_cmd redis-cli redis-tools
+    ensure_cmd nginx nginx-light
+    ensure_cmd varnishd varnish
+    ensure_cmd curl curl
+    ensure_cmd python3 python3
+    ensure_cmd cc gcc
+}
+
 # build_slate [CARGO_ARGS...]: without SLATE_BIN, `cargo build --release CARGO_ARGS...` and
 # SLATE_BIN is the slate it built; with SLATE_BIN, no build (and SLATE_BIN_GIVEN=1).
 build_slate() {
@@ -277,6 +289,41 @@ start_slate() {
     start "$name" "$SLATE_BIN" --config "$TMP/$name.toml"
     wait_http "$name" "$LAST_PID" "http://127.0.0.1:$admin/healthz"
     LAST_PORT="$port"
+}
+
+# nginx_conf_head DIR: the start of a bench nginx.conf, up to the open `http {` and its common
+# directives (as compare.sh and codings.sh write them): workers as the current user (as root
+# they would be "nobody", who cannot use the temp dir), pid, error log and temp paths in DIR,
+# no access log, sendfile, keep-alive connections kept, open_file_cache. The caller writes
+# the rest of the http block and its closing brace.
+nginx_conf_head() {
+    local user=""
+    [[ "$(id -u)" -eq 0 ]] && user="user $(id -un) $(id -gn);"
+    cat <<EOF
+$user
+worker_processes auto;
+worker_rlimit_nofile 65536;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events {
+    worker_connections 16384;
+}
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65s;
+    keepalive_requests 1000000;          # load generators keep their connections: do not recycle them
+    client_body_temp_path $1/temp/client;
+    proxy_temp_path $1/temp/proxy;
+    fastcgi_temp_path $1/temp/fastcgi;
+    uwsgi_temp_path $1/temp/uwsgi;
+    scgi_temp_path $1/temp/scgi;
+    # cached responses are files: keep their descriptors open between hits
+    open_file_cache max=10000 inactive=60s;
+    open_file_cache_valid 60s;
+EOF
 }
 
 # ---------------------------------------------------------------- wrk output
