@@ -289,21 +289,25 @@ impl Accepts {
             let Ok(line) = line.to_str() else { continue };
             for item in line.split(',') {
                 let mut parts = item.split(';');
-                let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+                // Compared without case, not lower-cased: this runs on every hit.
+                let name = parts.next().unwrap_or("").trim();
                 let q_ok = parts
                     .filter_map(|p| p.trim().split_once('='))
                     .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
                     .is_none_or(|(_, v)| v.trim().parse::<f32>().is_ok_and(|q| q > 0.0));
-                let coding = match name.as_str() {
-                    "*" => {
-                        star = Some(q_ok);
-                        continue;
-                    }
-                    "x-gzip" => Coding::Gzip,
-                    n => match Coding::ALL.iter().find(|c| c.as_str() == n) {
+                let coding = if name == "*" {
+                    star = Some(q_ok);
+                    continue;
+                } else if name.eq_ignore_ascii_case("x-gzip") {
+                    Coding::Gzip
+                } else {
+                    match Coding::ALL
+                        .iter()
+                        .find(|c| c.as_str().eq_ignore_ascii_case(name))
+                    {
                         Some(c) => *c,
                         None => continue,
-                    },
+                    }
                 };
                 listed[coding as usize] = true;
                 accepted[coding as usize] = q_ok;
