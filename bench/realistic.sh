@@ -170,7 +170,7 @@ redis_sample() {
             $1 == "cmdstat_get" { g = $3 }
             $1 == "total_commands_processed" { c = $2 }
             $1 == "total_net_output_bytes" { b = $2 }
-            END { print g + 0, c + 0, b + 0 }')
+            END { printf "%.0f %.0f %.0f\n", g, c, b }')
         g=$((g + x)) c=$((c + y)) b=$((b + z))
     done
     printf '%s %s %s\n' "$g" "$c" "$b"
