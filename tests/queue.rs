@@ -53,6 +53,46 @@ async fn three_instances_share_four_slots() {
     }
 }
 
+/// A viewer that waits for another viewer's fill waits as long as that fill may take: its
+/// time in the queue (up to `queue_timeout`) and then its request (up to
+/// `upstream.timeout`). Ten reports of 0.7 s with one slot: the last one is computed 7 s in,
+/// past `upstream.timeout` + 5 s, and its second viewer still gets it, not a 504 (what
+/// bench/morning.sh saw once a 9:00 queue was longer than 65 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_waits_for_a_queued_fill_as_long_as_it_queues() {
+    let origin = Origin::start(|p, _| {
+        Reply::ok(format!("report {}", p.uri)).delay(Duration::from_millis(700))
+    })
+    .await;
+    let slate = Slate::builder(&origin.url())
+        .store(&StoreUnderTest::Memory)
+        .upstream_timeout("1s")
+        .upstream_keys("max_fills = 1\nqueue_timeout = \"30s\"")
+        .config(RULE)
+        .start()
+        .await;
+    let c = client();
+    let urls: Vec<String> = (0..10)
+        .flat_map(|r| [r, r])
+        .map(|r| slate.url(&format!("/report/{r}")))
+        .collect();
+    let t = Instant::now();
+    let answers = get_all(&c, urls).await;
+    assert!(t.elapsed() >= Duration::from_secs(6), "{:?}", t.elapsed());
+    for (i, g) in answers.iter().enumerate() {
+        assert_eq!(
+            g.status,
+            200,
+            "viewer {i}: {} {}",
+            g.cache_status(),
+            g.text()
+        );
+        assert_eq!(g.text(), format!("report /report/{}", i / 2));
+    }
+    assert_eq!(origin.total(), 10, "each report computed once");
+    slate.stop().await;
+}
+
 /// The queue tests' origin: `<path> #<n>` at once, but `/hog` takes `hog`.
 fn answer(p: &http::request::Parts, n: usize, hog: Duration) -> Reply {
     let r = Reply::ok(format!("{} #{n}", p.uri.path()));

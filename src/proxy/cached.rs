@@ -146,7 +146,9 @@ async fn round(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) -> Roun
             }
         }
         Role::Follower(f) => {
-            let bound = cfg.upstream.timeout + Duration::from_secs(5);
+            // The fill may queue for its turn (up to queue_timeout), then fetch (up to
+            // upstream.timeout): wait that long, as a waiter on another instance does.
+            let bound = cfg.upstream.queue_timeout + cfg.upstream.timeout + Duration::from_secs(5);
             let span = otel::span!("fill lock wait", slate.lock = "local");
             let waited = tokio::time::timeout(bound, f.wait()).instrument(span).await;
             match waited {
