@@ -600,6 +600,13 @@ async fn one_refresh_ahead_across_instances() {
     })
     .await;
     assert_eq!(origin.hits("/shared"), 2, "one refresh between the three");
+    // And the three count it once: refreshes that reached the upstream, not attempts.
+    let mut counted = 0;
+    for s in &slates {
+        let m = get(&c, &s.admin_url("/metrics")).await.text();
+        counted += metric(&m, "slate_refreshed_ahead_total");
+    }
+    assert_eq!(counted, 1, "refreshes counted over the three instances");
     for s in slates {
         s.stop().await;
     }

@@ -85,7 +85,7 @@ async fn round(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup) -> Roun
             )));
         }
         Found::Revalidate(e, why) => {
-            refresh(shared, cfg, lookup, Some(e.clone()));
+            refresh(shared, cfg, lookup, Some(e.clone()), false);
             let now = shared.clock.now_ms();
             let s = stale_status(&e, why, now).saved(e.fetch_ms);
             return Round::Done(Ok((
@@ -286,8 +286,7 @@ fn note_hit(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup, e: &Arc<En
             body: lookup.body.clone(),
         });
     if due <= now {
-        shared.metrics.refreshed_ahead.inc();
-        refresh(shared, cfg, lookup, Some(e.clone()));
+        refresh(shared, cfg, lookup, Some(e.clone()), true);
     }
 }
 
@@ -306,17 +305,25 @@ pub(crate) async fn refresh_ahead(shared: &Arc<Shared>, ask: crate::ahead::Ask) 
     match look(shared, &lookup).await {
         Found::Fresh(e) if e.ttl_ms(now) > ahead.as_millis() as i64 => {}
         Found::Fresh(e) | Found::Revalidate(e, _) | Found::Expired(e, _) => {
-            shared.metrics.refreshed_ahead.inc();
-            refresh(shared, &cfg, &lookup, Some(e));
+            refresh(shared, &cfg, &lookup, Some(e), true);
         }
         Found::Miss(_) => {}
     }
 }
 
-/// Starts one background refresh of a stale entry, unless one already runs.
-fn refresh(shared: &Arc<Shared>, cfg: &Arc<Config>, lookup: &Lookup, stale: Option<Arc<Entry>>) {
+/// Starts one background refresh of a stale entry, unless one already runs; `ahead` for
+/// a refresh ahead of expiry (counted when it reaches the upstream: across instances the
+/// fill lock lets one of them go).
+fn refresh(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Config>,
+    lookup: &Lookup,
+    stale: Option<Arc<Entry>>,
+    ahead: bool,
+) {
     if let Role::Leader(permit) = shared.flights.join(&lookup.key.key) {
-        let fill = Fill::new(shared, cfg, lookup, stale, None);
+        let mut fill = Fill::new(shared, cfg, lookup, stale, None);
+        fill.ahead = ahead;
         shared
             .tasks
             .spawn(otel::under(shared.otel.as_ref(), fill.run(permit)));

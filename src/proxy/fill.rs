@@ -57,6 +57,8 @@ pub(super) struct Fill {
     class: Class,
     /// Who waits for it on this instance (set when it runs).
     interest: Option<Interest>,
+    /// A refresh ahead of expiry (`refresh_ahead`), counted when it goes upstream.
+    pub ahead: bool,
     /// Its span: a step of the request that started it, if one did (made in `new`, where
     /// that request's span is the current one).
     span: Span,
@@ -109,6 +111,7 @@ impl Fill {
             },
             leader,
             interest: None,
+            ahead: false,
             span: otel::span!(
                 "fill",
                 slate.class = field::Empty,
@@ -453,6 +456,9 @@ impl Fill {
             }
         }
         self.shared.metrics.upstream_requests.add(1);
+        if self.ahead {
+            self.shared.metrics.refreshed_ahead.inc();
+        }
         let peer = Some(self.lookup.peer.ip());
         self.shared
             .upstream
