@@ -352,6 +352,10 @@ fn installed(rt: &tokio::runtime::Runtime) -> Signals {
     Signals::install()
 }
 
+/// See Cargo.toml: RSS that follows `memory_limit`, and cheaper allocation of bodies.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
