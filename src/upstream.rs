@@ -56,6 +56,27 @@ pub const UNKEYED_REQUEST_HEADERS: [&str; 8] = [
     "forwarded",
 ];
 
+/// `headers` with every value in an allocation of its own. hyper's client parses a
+/// response's header values as slices of the connection's read buffer, so a value kept
+/// keeps that whole buffer alive (tens to hundreds of KiB once the buffer has grown for
+/// large bodies): a stored entry that kept them held about 1.5 times its body in memory no
+/// one counted (`memory_limit` 1 GiB, RSS 1.7 GiB after 10,000 reports).
+pub fn detached(headers: HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len());
+    let mut last = None;
+    for (name, value) in headers {
+        // `into_iter` names a header once, then gives its further values without a name.
+        if let Some(n) = name {
+            last = Some(n);
+        }
+        let Some(n) = &last else { continue };
+        let copy = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(value.as_bytes()))
+            .unwrap_or(value);
+        out.append(n.clone(), copy);
+    }
+    out
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
@@ -163,4 +184,36 @@ fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
         src = s.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values cut from a large buffer (as hyper parses them) come out in allocations of
+    /// their own, every value of a repeated header kept, in order.
+    #[test]
+    fn detached_values_do_not_point_into_the_read_buffer() {
+        let buf = bytes::Bytes::from(b"max-age=60tag-atag-b".repeat(4096));
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let mut h = HeaderMap::new();
+        let cut = |a: usize, b: usize| HeaderValue::from_maybe_shared(buf.slice(a..b)).unwrap();
+        h.insert(header::CACHE_CONTROL, cut(0, 10));
+        h.append("x-tag", cut(10, 15));
+        h.append("x-tag", cut(15, 20));
+        let d = detached(h);
+        let tags: Vec<&str> = d
+            .get_all("x-tag")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(tags, ["tag-a", "tag-b"]);
+        assert_eq!(d.get(header::CACHE_CONTROL).unwrap(), "max-age=60");
+        for v in d.values() {
+            assert!(
+                !range.contains(&(v.as_bytes().as_ptr() as usize)),
+                "{v:?} still in the buffer"
+            );
+        }
+    }
 }

@@ -296,13 +296,15 @@ impl Fill {
         sh.metrics.upstream_latency.observe(fetch_time);
         count(fetch_time);
         let response_ms = sh.clock.now_ms();
-        let (status, mut headers, body, revalidated) = match (&self.validate, parts.status) {
+        let (status, headers, body, revalidated) = match (&self.validate, parts.status) {
             (Some(old), StatusCode::NOT_MODIFIED) => {
                 let h = renewed_headers(&old.headers, &parts.headers);
                 (old.status, h, old.body.clone(), true)
             }
             _ => (parts.status, parts.headers, body, false),
         };
+        // Stored, or shared with waiters: not pinning the upstream connection's buffer.
+        let mut headers = crate::upstream::detached(headers);
         headers.remove(header::CONTENT_LENGTH);
         let initial_age_ms = policy::initial_age_ms(&headers, request_ms, response_ms);
         let decision = if self.lookup.directives.no_store {
