@@ -12,7 +12,7 @@ use slate::canon::{self, FieldPath};
 use slate::coding::{Accepts, Coding};
 use slate::config::Glob;
 use slate::entry::Entry;
-use slate::evict::CostCache;
+use slate::evict::{CostCache, MissCost};
 use slate::key;
 use slate::queue::{Ask, Class, FillQueue};
 use slate::top::{Event, Report, Top};
@@ -186,7 +186,7 @@ fn stores(c: &mut Criterion) {
     rt.block_on(async {
         for k in &keys {
             moka.insert(k.clone(), entry.clone()).await;
-            cost.insert_entry(k, entry.clone(), hour);
+            cost.insert_entry(k, entry.clone(), hour, MissCost::Fill);
         }
         moka.run_pending_tasks().await;
     });
@@ -273,7 +273,7 @@ fn stores(c: &mut Criterion) {
                 n += 1;
                 let k = format!("slate:v1:{n:032x}");
                 if cost.get(&k).is_none() {
-                    cost.insert_entry(&k, entry.clone(), hour);
+                    cost.insert_entry(&k, entry.clone(), hour, MissCost::Fill);
                 }
             }
         })

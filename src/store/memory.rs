@@ -5,7 +5,7 @@
 //! see [`super::evict`]. `store.memory_limit` bounds the bytes of the entries held, keys
 //! included, after every write.
 
-use super::evict::CostCache;
+use super::evict::{CostCache, MissCost};
 use super::hot::HotCopies;
 use super::{PurgeLog, PurgeRecord, PurgeRequest, Storage, StoreResult};
 use crate::entry::Entry;
@@ -59,7 +59,7 @@ impl Storage for MemoryStore {
         keep: Duration,
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
-            self.cache.insert_entry(key, entry, keep);
+            self.cache.insert_entry(key, entry, keep, MissCost::Fill);
             self.hot.bump(key);
             Ok(())
         }

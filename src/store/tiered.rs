@@ -7,7 +7,7 @@
 //! emptied, bypassed, and refilled once the subscription is back. Purges need no special
 //! care here: they are applied above the store, to L1 and Redis entries alike.
 
-use super::evict::CostCache;
+use super::evict::{CostCache, MissCost};
 use super::hot::HotCopies;
 use super::{Coordination, Event, L1Stats, Storage, StoreResult, StoreStats};
 use crate::clock::Clock;
@@ -160,7 +160,7 @@ impl TieredStore {
     /// Copies `e` into the tier, counting what that pushed out.
     fn keep(&self, key: &str, e: Arc<Entry>) {
         let keep = self.until_gone.left(&e);
-        let pushed = self.l1.insert_entry(key, e, keep);
+        let pushed = self.l1.insert_entry(key, e, keep, MissCost::Fetch);
         self.stats.evictions.add(pushed.count());
     }
 }
