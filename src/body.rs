@@ -4,7 +4,7 @@
 //! with the stored entry, never copied), a pass-through streams hyper's `Incoming`, and an
 //! oversize fill streams through a channel fed by the fill task.
 
-use crate::coding::Decoder;
+use crate::coding::{has_slack, Decoder};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -146,7 +146,14 @@ where
     if declared.is_some_and(|n| n != buf.len() as u64) {
         return Err(ReadError::Short);
     }
-    Ok(Read::Whole(buf.freeze()))
+    // A body read without a declared length grew by doubling: held in the store, the slack
+    // would be memory its bound never sees (see `coding::held`).
+    let whole = if has_slack(buf.len(), buf.capacity()) {
+        Bytes::copy_from_slice(&buf)
+    } else {
+        buf.freeze()
+    };
+    Ok(Read::Whole(whole))
 }
 
 #[cfg(test)]
@@ -178,6 +185,24 @@ mod tests {
         };
         assert_eq!(b, "abcd");
         assert!(matches!(read(&["ab", "cd"], 4, None).await, Read::Whole(_)));
+    }
+
+    #[tokio::test]
+    async fn a_body_of_no_declared_length_is_held_in_its_own_size() {
+        // 40 KB in 1 KB chunks: the buffer grows from 16 KiB by doubling, to 64 KiB.
+        let chunk: &'static str = Box::leak("r".repeat(1000).into_boxed_str());
+        let Read::Whole(b) = read(&[chunk; 40], 1 << 20, None).await else {
+            panic!("whole")
+        };
+        assert_eq!(b.len(), 40_000);
+        let Ok(held) = b.try_into_mut() else {
+            panic!("a fresh body is not shared")
+        };
+        assert!(
+            held.capacity() <= 40_000 + 40_000 / 16,
+            "{}",
+            held.capacity()
+        );
     }
 
     #[tokio::test]
