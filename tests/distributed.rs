@@ -327,13 +327,16 @@ async fn hits_arriving_together_share_one_redis_get() {
     s.stop().await;
 }
 
+/// A miss in the in-process tier is one Redis read, whatever the report cost to fill, so
+/// the tier keeps what is asked for again: twenty popular reports stay in it through three
+/// times its worth of reports that took the back end longer and are asked for once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_l1_keeps_a_1s_report_through_a_flood_of_0ms_ones() {
+async fn the_l1_keeps_popular_reports_through_a_flood_of_slower_one_offs() {
     let redis = RedisServer::start();
     let origin = Origin::start(|req, _| {
         let r = Reply::ok(vec![b'x'; 10_000]).header("content-type", "application/octet-stream");
-        if req.uri.path() == "/slow" {
-            r.delay(Duration::from_secs(1))
+        if req.uri.path().starts_with("/once/") {
+            r.delay(Duration::from_millis(20))
         } else {
             r
         }
@@ -343,10 +346,10 @@ async fn the_l1_keeps_a_1s_report_through_a_flood_of_0ms_ones() {
     let s = instance(&origin, &store, "1MiB", "").await;
     l1_up(&s).await;
     let c = client();
-    assert_eq!(get(&c, &s.url("/slow")).await.status, 200);
-    // Five times the tier's worth of reports that cost the back end nothing.
-    for i in 0..500 {
-        assert_eq!(get(&c, &s.url(&format!("/cheap/{i}"))).await.status, 200);
+    for i in 0..300 {
+        let popular = format!("/popular/{}", i % 20);
+        assert_eq!(get(&c, &s.url(&popular)).await.status, 200);
+        assert_eq!(get(&c, &s.url(&format!("/once/{i}"))).await.status, 200);
     }
     let l1 = s
         .instance
@@ -356,11 +359,14 @@ async fn the_l1_keeps_a_1s_report_through_a_flood_of_0ms_ones() {
         .stats()
         .l1
         .expect("an L1 tier");
-    assert!(l1.evictions >= 300, "the flood went through: {l1:?}");
+    assert!(l1.evictions >= 150, "the flood went through: {l1:?}");
     assert!(l1.bytes <= 1 << 20, "{l1:?}");
-    let e = get(&c, &s.admin_url("/entry?url=/slow")).await;
-    let j: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
-    assert_eq!(j["found_in"], "l1", "{j}");
-    assert_eq!(origin.hits("/slow"), 1);
+    for i in 0..20 {
+        let popular = format!("/popular/{i}");
+        let e = get(&c, &s.admin_url(&format!("/entry?url={popular}"))).await;
+        let j: serde_json::Value = serde_json::from_slice(&e.body).expect("entry JSON");
+        assert_eq!(j["found_in"], "l1", "{popular}: {j}");
+        assert_eq!(origin.hits(&popular), 1);
+    }
     s.stop().await;
 }

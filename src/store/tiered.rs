@@ -352,17 +352,28 @@ mod tests {
             .expect("memory writes");
     }
 
+    /// A miss in the tier is one Redis read whatever the fill cost (`MissCost::Fetch`), so
+    /// the tier keeps what is asked for again: 60 popular reports filled in 1 ms stay
+    /// through a stream of reports that took seconds each and are asked for once. (The
+    /// memory store, whose misses are fills, keeps the expensive ones: see its own test.)
     #[tokio::test]
-    async fn keeps_a_1s_report_through_a_flood_of_0ms_ones() {
-        let t = tier(1 << 20);
-        ask(&t, "expensive", 10_000, 1000).await;
+    async fn keeps_popular_reports_through_a_flood_of_expensive_one_offs() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let t = tier(100 * 10_000);
+        let mut rng = StdRng::seed_from_u64(7);
         for i in 0..10_000 {
-            ask(&t, &format!("cheap/{i}"), 10_000, 0).await;
+            ask(&t, &format!("hot/{}", rng.random_range(0..60)), 10_000, 1).await;
+            if i % 5 == 0 {
+                let fill_ms = rng.random_range(1000..5000);
+                ask(&t, &format!("cold/{i}"), 10_000, fill_ms).await;
+            }
         }
-        assert!(t.in_l1("expensive"));
+        let kept = (0..60).filter(|i| t.in_l1(&format!("hot/{i}"))).count();
+        assert!(kept >= 55, "the tier kept {kept} of 60 popular reports");
         let st = l1(&t);
-        assert!(st.evictions > 9000, "{st:?}");
-        assert!(st.bytes <= 1 << 20, "{st:?}");
+        assert!(st.evictions > 1500, "{st:?}");
+        assert!(st.bytes <= 100 * 10_000, "{st:?}");
     }
 
     #[tokio::test]
