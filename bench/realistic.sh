@@ -354,9 +354,20 @@ run_system() {
             >"$TMP/perf-record.log" 2>&1 &
         perf_pid=$!
     fi
+    # RSS of the system over the measured phase, 20 samples: what "flat over a soak" is read from.
+    local every=$((DURATION >= 40 ? DURATION / 20 : 2))
+    (
+        s0=$SECONDS
+        while sleep "$every"; do
+            printf '%d %d\n' "$((SECONDS - s0))" "$(rss_kib "${server_pids[@]}")" || break
+        done
+    ) >"$TMP/results/$sys.rss" 2>/dev/null &
+    local rss_pid=$!
     "${drive[@]}" --phase measure --duration "$DURATION" --cold-share "$COLD_SHARE" --gzip-share "$GZIP_SHARE" \
         >"$TMP/results/$sys.json" 2>"$TMP/$sys.measure.err" ||
         die "$sys: the measured phase failed: $(tail -n 5 "$TMP/$sys.measure.err")"
+    kill "$rss_pid" 2>/dev/null || true
+    wait "$rss_pid" 2>/dev/null || true
     c1="$(cpu_sample)"
     t1="$(ticks "${server_pids[@]}") $(ticks "${redis_pids[@]}")"
     r1="$( ((${#REDIS_PORTS[@]})) && redis_sample "${REDIS_PORTS[@]}" || echo 0 0 0)"

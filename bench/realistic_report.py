@@ -23,10 +23,23 @@ for s in systems:
     d = json.load(open(f"{tmp}/results/{s}.json"))
     d.update(json.load(open(f"{tmp}/results/{s}.extra.json")))
     d["warm"] = json.load(open(f"{tmp}/results/{s}.warm.json"))
+    rss = f"{tmp}/results/{s}.rss"
+    d["rss_samples"] = [tuple(map(int, l.split())) for l in open(rss) if len(l.split()) == 2] \
+        if os.path.exists(rss) else []
     n = max(1, d["answers"])
     d["cpu_us"] = d["server_ticks"] / d["clk_tck"] * 1e6 / n
     d["redis_cpu_us"] = d["redis_ticks"] / d["clk_tck"] * 1e6 / n
     R[s] = d
+
+
+def second_half_growth(d):
+    """(MiB, %) RSS grew from the middle of the measured phase to its end, or None."""
+    xs = d["rss_samples"]
+    if len(xs) < 4:
+        return None
+    mid, end = xs[len(xs) // 2][1], xs[-1][1]
+    return (end - mid) / 1024, 100.0 * (end - mid) / max(1, mid)
+
 
 out = []
 p = out.append
@@ -148,10 +161,27 @@ if ref_names:
     errs = sum(R[s]["errors"] + R[s]["warm"]["errors"] for s in systems)
     p(f"| errors, every system, warm and measured | {errs} | 0 | {verdict(errs == 0)} |")
     soak = int(meta["DURATION"]) >= 600
-    growth = ", ".join(f"{R[s]['label']} {(R[s]['rss_kib'] - R[s]['rss_kib_warm']) / 1024:+,.0f}" for s in systems
-                       if s.startswith("slate"))
-    p(f"| RSS flat over a 10-minute soak | {'' if soak else 'not a soak (DURATION < 600): '}MiB during the measured "
-      f"phase: {growth} | flat | {'see the growth' if soak else 'not measured'} |")
+    for s in systems:
+        if not s.startswith("slate"):
+            continue
+        g = second_half_growth(R[s])
+        if g is None:
+            continue
+        mib, pct = g
+        flat = pct <= 5.0
+        p(f"| {R[s]['label']}: RSS over the second half of the measured phase "
+          f"{'(a 10-minute soak)' if soak else '(not a soak: DURATION < 600)'} | {mib:+,.0f} MiB ({pct:+.1f}%) | "
+          f"flat (≤ 5%) | {verdict(flat) if soak else 'not a soak'} |")
+
+rss_systems = [s for s in systems if R[s]["rss_samples"]]
+if rss_systems:
+    p("")
+    p("## RSS over the measured phase")
+    p("")
+    p("MiB of the system's processes, sampled every DURATION/20 s (`bench/realistic.sh`):")
+    p("")
+    for s in rss_systems:
+        p(f"- {R[s]['label']}: " + ", ".join(f"{t} s {k / 1024:,.0f}" for t, k in R[s]["rss_samples"]))
 
 perf = os.path.join(tmp, "results", "perf.txt")
 if os.path.exists(perf):
