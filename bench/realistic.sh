@@ -354,7 +354,8 @@ run_system() {
             >"$TMP/perf-record.log" 2>&1 &
         perf_pid=$!
     fi
-    # RSS of the system over the measured phase, 20 samples: what "flat over a soak" is read from.
+    # RSS of the system over the measured phase, every DURATION/20 s (every 2 s below 40 s):
+    # what "flat over a soak" is read from.
     local every=$((DURATION >= 40 ? DURATION / 20 : 2))
     (
         s0=$SECONDS
