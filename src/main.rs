@@ -369,7 +369,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    slate::server::tune_allocator();
+    slate::server::no_huge_pages();
     slate::server::raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -273,25 +273,23 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// Keeps glibc's allocator from handing memory back to the kernel after every burst.
+/// Keeps transparent huge pages out of slate's memory, unless `MIMALLOC_ALLOW_THP` says
+/// otherwise.
 ///
-/// Why: every Redis hit allocates a buffer the size of the report (20 KiB and more) and
-/// frees it a moment later. With glibc's defaults (128 KiB), a worker thread's heap is
-/// trimmed (`madvise(DONTNEED)`) as soon as a burst of those is freed, and the next burst
-/// faults every page back in, zeroed: 1.2 page faults per request on the benchmark's
-/// 1,000-URL Redis run, 0.01 with these settings. The cost is at most 32 MiB of free
-/// memory kept per heap. Set `GLIBC_TUNABLES` to choose otherwise: then this does nothing.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("GLIBC_TUNABLES").is_none() {
-        // Free bytes at the top of a heap before it is given back to the kernel.
-        const TRIM_THRESHOLD: i32 = 32 << 20;
-        // Allocations from this size up get pages of their own (`mmap`).
-        const MMAP_THRESHOLD: i32 = 4 << 20;
-        // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+/// Why: mimalloc asks for huge pages (`madvise(MADV_HUGEPAGE)`), and a cache's heap is the
+/// worst case for them: entries of every size are dropped one by one all over it, and a
+/// 2 MiB page stays resident whole while one small entry on it lives. On the realistic
+/// workload (bench/RESULTS.md, "RSS") huge pages were 600-740 MiB of 1.1 GiB of RSS at
+/// `memory_limit = 256 MiB`, and grew while the store churned; without them RSS was 15-20%
+/// lower at the same requests/s. `PR_SET_THP_DISABLE` holds for the whole process,
+/// whichever allocator or library maps the memory, and for its children.
+pub fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag on this process; a kernel
+        // without it returns EINVAL, which changes nothing, so the result is not needed.
         unsafe {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
         }
     }
 }

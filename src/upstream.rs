@@ -92,6 +92,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove(header::UPGRADE);
 }
 
+/// The upstream connections' read buffer bound; also the largest response head.
+const UPSTREAM_BUF: usize = 64 << 10;
+
 pub struct Upstream {
     client: Client<HttpConnector, ProxyBody>,
 }
@@ -105,6 +108,11 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
+            // A connection keeps its read buffer while it is pooled, grown to the largest
+            // read it made (hyper's default bound is ~400 KiB): with hundreds of fills of
+            // multi-MB reports at once, that is memory no entry accounts for. 64 KiB is
+            // still 16 times a response head nginx would accept (`proxy_buffer_size` 4k).
+            .http1_max_buf_size(UPSTREAM_BUF)
             .build(conn);
         Upstream { client }
     }

@@ -685,15 +685,21 @@ async fn the_unit_commands_run_and_slate_tells_systemd_ready_and_stopping() {
     assert!(slate.wait().success(), "a clean exit after the drain");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_notify_socket_does_not_stop_slate() {
+/// A config in `dir` on free ports, its upstream nobody: the file and the admin port.
+fn bare_config(dir: &TempDir) -> (PathBuf, u16) {
     let (port, admin) = (free_port(), free_port());
-    let dir = TempDir::new("nosock");
     let path = dir.0.join("config.toml");
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n[upstream]\nurl = \"http://127.0.0.1:9\"\n"
     );
     std::fs::write(&path, text).unwrap();
+    (path, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_notify_socket_does_not_stop_slate() {
+    let dir = TempDir::new("nosock");
+    let (path, admin) = bare_config(&dir);
     let _slate = Running::spawn(
         Command::new(env!("CARGO_BIN_EXE_slate"))
             .arg("--config")
@@ -703,4 +709,41 @@ async fn a_missing_notify_socket_does_not_stop_slate() {
     let c = client();
     let h = answered(&c, &format!("http://127.0.0.1:{admin}/healthz")).await;
     assert_eq!(h.status, 200, "{}", h.text());
+}
+
+/// `THP_enabled` of a running process, from /proc (Linux ≥ 5.0 shows it).
+fn huge_pages_allowed(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("the kernel shows THP_enabled");
+    line.trim() == "1"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slate_keeps_huge_pages_out_of_its_heap_unless_mimalloc_is_told_otherwise() {
+    // This test process has them, as every process does unless it opts out: what slate
+    // reports below is its own doing.
+    assert!(huge_pages_allowed(std::process::id()));
+    let c = client();
+    for (allow, expected) in [(None, false), (Some("1"), true)] {
+        let dir = TempDir::new("thp");
+        let (path, admin) = bare_config(&dir);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_slate"));
+        cmd.arg("--config")
+            .arg(&path)
+            .env_remove("MIMALLOC_ALLOW_THP");
+        if let Some(v) = allow {
+            cmd.env("MIMALLOC_ALLOW_THP", v);
+        }
+        let slate = Running::spawn(&mut cmd);
+        let h = answered(&c, &format!("http://127.0.0.1:{admin}/healthz")).await;
+        assert_eq!(h.status, 200, "{}", h.text());
+        assert_eq!(
+            huge_pages_allowed(slate.0.id()),
+            expected,
+            "MIMALLOC_ALLOW_THP={allow:?}"
+        );
+    }
 }
